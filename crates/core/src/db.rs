@@ -1,0 +1,155 @@
+//! Postgres connections: a pool for the relay's short transactions, plain connections for the rest.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::{Client, Config, NoTls};
+
+use crate::Error;
+
+/// Parses a `postgres://` URL (or key=value connection string), naming the URL on error.
+pub fn config(url: &str) -> Result<Config, Error> {
+    let mut config = Config::from_str(url).map_err(|e| Error::DatabaseUrl {
+        url: redact_url(url),
+        reason: e.to_string(),
+    })?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(10));
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("outbox-relay");
+    }
+    config.keepalives(true);
+    Ok(config)
+}
+
+/// A pool of at most `size` connections. Connections are opened lazily and replaced when broken.
+pub fn pool(url: &str, size: usize) -> Result<Pool, Error> {
+    let manager = Manager::from_config(
+        config(url)?,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(30)))
+        .create_timeout(Some(Duration::from_secs(15)))
+        .build()
+        .map_err(|e| Error::Pool(e.to_string()))
+}
+
+/// One connection of its own, its driver running on the current runtime.
+pub async fn connect(url: &str) -> Result<Client, Error> {
+    connect_with(config(url)?).await
+}
+
+pub async fn connect_with(config: Config) -> Result<Client, Error> {
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "database connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// The message, detail and hint of a server error, or the client error, in one line.
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = db.message().to_string();
+            if let Some(detail) = db.detail() {
+                s.push_str(" (");
+                s.push_str(detail);
+                s.push(')');
+            }
+            if let Some(hint) = db.hint() {
+                s.push_str("; hint: ");
+                s.push_str(hint);
+            }
+            s
+        }
+        None => {
+            let mut s = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(cause) = source {
+                s.push_str(": ");
+                s.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            s
+        }
+    }
+}
+
+/// Whether the error means the connection is gone (so reconnecting may help).
+pub fn is_connection_error(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        Some(code) => {
+            let c = code.code();
+            // 08: connection exception, 57P0x: admin/crash shutdown, cannot connect now.
+            c.starts_with("08") || c.starts_with("57P")
+        }
+        None => e.as_db_error().is_none(),
+    }
+}
+
+/// The URL with any password replaced by `***`, for messages.
+pub fn redact_url(url: &str) -> String {
+    if let Some(scheme_end) = url.find("://") {
+        let rest = &url[scheme_end + 3..];
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let authority = &rest[..authority_end];
+        if let Some(at) = authority.rfind('@') {
+            let userinfo = &authority[..at];
+            if let Some(colon) = userinfo.find(':') {
+                return format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &url[scheme_end + 3 + at..]
+                );
+            }
+        }
+        return url.to_string();
+    }
+    // key=value form: hide password=...
+    url.split_whitespace()
+        .map(|kv| {
+            if kv.starts_with("password=") {
+                "password=***"
+            } else {
+                kv
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://relay:s3cret@db:5432/shop"),
+            "postgres://relay:***@db:5432/shop"
+        );
+        assert_eq!(
+            redact_url("postgres://relay@db/shop"),
+            "postgres://relay@db/shop"
+        );
+        assert_eq!(
+            redact_url("host=db password=s3cret user=x"),
+            "host=db password=*** user=x"
+        );
+    }
+}

@@ -1,0 +1,19 @@
+//! The SQL of outbox-relay, one copy each, kept as `.sql` files in the repository's `sql/` directory.
+
+/// Numbered migrations: (version, name, SQL). Applied in order by [`crate::migrate`].
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "schema",
+    include_str!("../../../sql/migrations/001_schema.sql"),
+)];
+
+pub const ROUTE_LOCK: &str = include_str!("../../../sql/queries/route_lock.sql");
+pub const ROUTE_PAGE: &str = include_str!("../../../sql/queries/route_page.sql");
+pub const ROUTE_CURSOR: &str = include_str!("../../../sql/queries/route_cursor.sql");
+pub const ROUTE_ADVANCE: &str = include_str!("../../../sql/queries/route_advance.sql");
+pub const ROUTE_INSERT: &str = include_str!("../../../sql/queries/route_insert.sql");
+pub const CLAIM: &str = include_str!("../../../sql/queries/claim.sql");
+pub const COMPLETE: &str = include_str!("../../../sql/queries/complete.sql");
+pub const DEAD_ALERTS: &str = include_str!("../../../sql/queries/dead_alerts.sql");
+pub const RESCUE: &str = include_str!("../../../sql/queries/rescue.sql");
+pub const RELEASE_PARKED: &str = include_str!("../../../sql/queries/release_parked.sql");

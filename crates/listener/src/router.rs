@@ -1,0 +1,301 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+use outbox_core::{Event, sql, telemetry};
+
+use crate::Error;
+use crate::listen::CHANNEL_DELIVERIES;
+
+/// A webhook an event is routed to, with the webhook settings that shape its delivery row.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub webhook_id: i64,
+    pub webhook: Arc<str>,
+    pub priority: i32,
+    pub coalesce: bool,
+    pub ordered: bool,
+}
+
+/// Decides where events go. Implemented by the binary from the matcher and the live configuration.
+pub trait Routing: Send + Sync {
+    /// Appends to `out` every webhook `event` must be delivered to.
+    fn route(&self, event: &Event, out: &mut Vec<Target>);
+}
+
+/// What one routed page did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PageOutcome {
+    /// Events routed (whether or not any webhook wanted them).
+    pub events: usize,
+    /// Delivery rows created.
+    pub created: usize,
+    /// Events folded into an existing delivery (coalescing webhooks).
+    pub coalesced: usize,
+    /// There may be more to route right away.
+    pub more: bool,
+}
+
+/// Routes committed events into deliveries, one page per transaction.
+pub struct Router {
+    pool: Pool,
+    page_size: i64,
+}
+
+impl Router {
+    pub fn new(pool: Pool, page_size: usize) -> Router {
+        Router {
+            pool,
+            page_size: page_size.max(1) as i64,
+        }
+    }
+
+    /// Routes the next page of committed events. Returns `None` when another relay holds the
+    /// routing cursor right now.
+    pub async fn route_page(&self, routing: &dyn Routing) -> Result<Option<PageOutcome>, Error> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        // The relay's own bookkeeping: a crash may lose the last commit, which is then redone.
+        tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
+        let lock = tx.prepare_cached(sql::ROUTE_LOCK).await?;
+        let Some(cursor) = tx.query_opt(&lock, &[]).await? else {
+            return Ok(None);
+        };
+        let cursor_txid: String = cursor.try_get(0)?;
+        let cursor_id: i64 = cursor.try_get(1)?;
+
+        let page_stmt = tx.prepare_cached(sql::ROUTE_PAGE).await?;
+        let rows = tx
+            .query(&page_stmt, &[&cursor_txid, &cursor_id, &self.page_size])
+            .await?;
+        let mut events = Vec::with_capacity(rows.len());
+        let mut last_txid = None;
+        for row in &rows {
+            events.push(Event::from_row(row, 0)?);
+            last_txid = Some(row.try_get::<_, String>(8)?);
+        }
+
+        let plan = plan_deliveries(&events, routing);
+        let mut outcome = PageOutcome {
+            events: events.len(),
+            coalesced: plan.folded,
+            ..PageOutcome::default()
+        };
+        let mut created_by_webhook: HashMap<i64, (Arc<str>, u64)> = HashMap::new();
+        if !plan.rows.is_empty() {
+            let insert = tx.prepare_cached(sql::ROUTE_INSERT).await?;
+            let p = &plan;
+            let result = tx
+                .query(
+                    &insert,
+                    &[
+                        &p.col(|r| r.target.webhook_id),
+                        &p.col(|r| &*r.target.webhook),
+                        &p.col(|r| events[r.event].id),
+                        &p.col(|r| events[r.event].event_type.as_str()),
+                        &p.col(|r| events[r.event].entity.as_str()),
+                        &p.col(|r| events[r.event].entity_id.as_str()),
+                        &p.col(|r| r.target.priority),
+                        &p.col(|r| r.target.coalesce),
+                        &p.col(|r| r.target.ordered),
+                        &p.col(|r| r.folded),
+                        &p.col(|r| r.first_of_key),
+                    ],
+                )
+                .await?;
+            for row in result {
+                let webhook_id: i64 = row.try_get(0)?;
+                if row.try_get::<_, bool>(1)? {
+                    outcome.created += 1;
+                    if let Some(r) = plan.rows.iter().find(|r| r.target.webhook_id == webhook_id) {
+                        created_by_webhook
+                            .entry(webhook_id)
+                            .or_insert_with(|| (r.target.webhook.clone(), 0))
+                            .1 += 1;
+                    }
+                } else {
+                    outcome.coalesced += 1;
+                }
+            }
+            if outcome.created > 0 {
+                tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL_DELIVERIES])
+                    .await?;
+            }
+        }
+
+        if rows.len() < self.page_size as usize {
+            // Window exhausted: open the next one. If this one had events, the next may too.
+            let advance = tx.prepare_cached(sql::ROUTE_ADVANCE).await?;
+            tx.execute(&advance, &[]).await?;
+            outcome.more = !rows.is_empty();
+        } else {
+            let last_id = events.last().map(|e| e.id).unwrap_or(cursor_id);
+            let last_txid = last_txid.unwrap_or(cursor_txid);
+            let save = tx.prepare_cached(sql::ROUTE_CURSOR).await?;
+            tx.execute(&save, &[&last_txid, &last_id]).await?;
+            outcome.more = true;
+        }
+        tx.commit().await?;
+
+        telemetry::events_routed(outcome.events as u64);
+        for (name, n) in created_by_webhook.values() {
+            telemetry::deliveries_created(name, *n);
+        }
+        Ok(Some(outcome))
+    }
+}
+
+/// One delivery row to write.
+struct PlannedRow {
+    event: usize,
+    target: Target,
+    /// Events of this page folded into this one (coalescing).
+    folded: i32,
+    /// First delivery of its (webhook, record) in this page (ordered webhooks park the rest).
+    first_of_key: bool,
+}
+
+struct Plan {
+    rows: Vec<PlannedRow>,
+    folded: usize,
+}
+
+impl Plan {
+    fn col<'a, T>(&'a self, f: impl Fn(&'a PlannedRow) -> T) -> Vec<T> {
+        self.rows.iter().map(f).collect()
+    }
+}
+
+/// Routes every event of the page, folds coalescing duplicates within the page into the newest
+/// event of each record, and orders rows by event id so ordered webhooks see events in order.
+fn plan_deliveries(events: &[Event], routing: &dyn Routing) -> Plan {
+    let mut rows: Vec<PlannedRow> = Vec::new();
+    let mut targets = Vec::new();
+    for (i, event) in events.iter().enumerate() {
+        targets.clear();
+        routing.route(event, &mut targets);
+        rows.extend(targets.drain(..).map(|target| PlannedRow {
+            event: i,
+            target,
+            folded: 0,
+            first_of_key: true,
+        }));
+    }
+    rows.sort_by_key(|r| events[r.event].id);
+
+    // Coalescing: keep the newest event per (webhook, record); count the ones it replaces.
+    let mut folded = 0;
+    let mut newest: HashMap<(i64, &str, &str), usize> = HashMap::new();
+    for (i, r) in rows.iter().enumerate() {
+        if r.target.coalesce {
+            let e = &events[r.event];
+            newest.insert((r.target.webhook_id, &e.entity, &e.entity_id), i);
+        }
+    }
+    if !newest.is_empty() {
+        let mut keep = vec![true; rows.len()];
+        let mut extra: HashMap<usize, i32> = HashMap::new();
+        for (i, r) in rows.iter().enumerate() {
+            if r.target.coalesce {
+                let e = &events[r.event];
+                let winner = newest[&(r.target.webhook_id, e.entity.as_str(), e.entity_id.as_str())];
+                if winner != i {
+                    keep[i] = false;
+                    *extra.entry(winner).or_default() += 1;
+                    folded += 1;
+                }
+            }
+        }
+        for (winner, n) in extra {
+            rows[winner].folded = n;
+        }
+        let mut i = 0;
+        rows.retain(|_| {
+            i += 1;
+            keep[i - 1]
+        });
+    }
+
+    // Ordered: only the first row of each (webhook, record) may be sendable right away.
+    let mut seen: HashMap<(i64, &str, &str), ()> = HashMap::new();
+    for r in rows.iter_mut() {
+        if r.target.ordered {
+            let e = &events[r.event];
+            r.first_of_key = seen
+                .insert((r.target.webhook_id, &e.entity, &e.entity_id), ())
+                .is_none();
+        }
+    }
+    Plan { rows, folded }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+
+    struct All(Vec<Target>);
+    impl Routing for All {
+        fn route(&self, _event: &Event, out: &mut Vec<Target>) {
+            out.extend(self.0.iter().cloned());
+        }
+    }
+
+    fn event(id: i64, entity_id: &str) -> Event {
+        Event {
+            id,
+            event_type: "order.updated".into(),
+            entity: "order".into(),
+            entity_id: entity_id.into(),
+            data: serde_json::json!({}),
+            old: None,
+            metadata: serde_json::json!({}),
+            created_at: Utc::now(),
+        }
+    }
+
+    fn target(id: i64, coalesce: bool, ordered: bool) -> Target {
+        Target {
+            webhook_id: id,
+            webhook: format!("w{id}").into(),
+            priority: 0,
+            coalesce,
+            ordered,
+        }
+    }
+
+    #[test]
+    fn coalescing_keeps_the_newest_event_per_record() {
+        let events = vec![event(3, "a"), event(1, "a"), event(2, "b"), event(4, "a")];
+        let plan = plan_deliveries(&events, &All(vec![target(1, true, false)]));
+        let kept: Vec<(i64, i32)> = plan
+            .rows
+            .iter()
+            .map(|r| (events[r.event].id, r.folded))
+            .collect();
+        assert_eq!(kept, vec![(2, 0), (4, 2)]);
+        assert_eq!(plan.folded, 2);
+    }
+
+    #[test]
+    fn ordered_marks_only_the_first_of_each_record() {
+        let events = vec![event(2, "a"), event(1, "a"), event(3, "b")];
+        let plan = plan_deliveries(&events, &All(vec![target(1, false, true), target(2, false, false)]));
+        let marks: Vec<(i64, i64, bool)> = plan
+            .rows
+            .iter()
+            .map(|r| (r.target.webhook_id, events[r.event].id, r.first_of_key))
+            .collect();
+        assert_eq!(
+            marks,
+            vec![
+                (1, 1, true),
+                (2, 1, true),
+                (1, 2, false),
+                (2, 2, true),
+                (1, 3, true),
+                (2, 3, true)
+            ]
+        );
+    }
+}

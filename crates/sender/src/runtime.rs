@@ -1,0 +1,596 @@
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use outbox_core::{Event, sql, telemetry};
+use serde_json::{Map, Value};
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::Error;
+use crate::endpoint::{Directory, Endpoint};
+use crate::policy::{self, Outcome};
+use crate::request::{build_request, message_id};
+use crate::transport::{Transport, TransportErrorKind};
+
+/// Tuning of one relay's sender.
+#[derive(Debug, Clone)]
+pub struct SenderOptions {
+    /// Requests in flight at once, over all webhooks.
+    pub concurrency: usize,
+    /// Most deliveries claimed by one statement.
+    pub claim_batch: usize,
+    /// How often to look for due deliveries without a wake-up.
+    pub poll_interval: Duration,
+    /// How long a claim lives (at least the webhook's timeout plus 10 s) before another relay may
+    /// take the delivery over.
+    pub lease: Duration,
+    /// Statement timeout of relation queries.
+    pub relation_timeout: Duration,
+}
+
+impl Default for SenderOptions {
+    fn default() -> Self {
+        SenderOptions {
+            concurrency: 256,
+            claim_batch: 500,
+            poll_interval: Duration::from_millis(500),
+            lease: Duration::from_secs(60),
+            relation_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Claims, sends and records deliveries until shut down.
+pub struct Sender {
+    pool: Pool,
+    directory: Arc<ArcSwap<Directory>>,
+    transport: Arc<dyn Transport>,
+    options: SenderOptions,
+    owner: String,
+    install_id: String,
+    wakeup: Arc<Notify>,
+}
+
+/// A claimed delivery.
+struct Claimed {
+    delivery_id: i64,
+    webhook_id: i64,
+    attempt: i32,
+    attempts_base: i32,
+    event: Event,
+}
+
+/// The result of one attempt, on its way to the completer.
+struct Completion {
+    delivery_id: i64,
+    attempt: i32,
+    next_state: &'static str,
+    next_at: Option<DateTime<Utc>>,
+    http_status: Option<i32>,
+    error: Option<String>,
+    response: Option<String>,
+    started_at: DateTime<Utc>,
+    duration_ms: i32,
+    outcome: &'static str,
+    webhook: Arc<str>,
+    webhook_id: i64,
+    event_created_at: DateTime<Utc>,
+    /// 410 Gone: switch the webhook off.
+    gone: bool,
+}
+
+impl Sender {
+    /// `owner` names this relay in leases (and in the attempt log when its lease expires);
+    /// `install_id` comes from `outbox.router` and goes into every `webhook-id`.
+    pub fn new(
+        pool: Pool,
+        directory: Arc<ArcSwap<Directory>>,
+        transport: Arc<dyn Transport>,
+        options: SenderOptions,
+        owner: String,
+        install_id: String,
+        wakeup: Arc<Notify>,
+    ) -> Sender {
+        Sender {
+            pool,
+            directory,
+            transport,
+            options,
+            owner,
+            install_id,
+            wakeup,
+        }
+    }
+
+    /// Runs until `shutdown`; then stops claiming, lets in-flight attempts finish (each bounded by
+    /// its webhook's timeout), records them and returns.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let this = Arc::new(self);
+        let (done_tx, done_rx) = mpsc::unbounded_channel::<Completion>();
+        let completer = tokio::spawn(this.clone().complete_loop(done_rx));
+        let rescuer_stop = CancellationToken::new();
+        let rescuer = tokio::spawn(this.clone().rescue_loop(rescuer_stop.clone()));
+
+        this.dispatch_loop(done_tx, shutdown).await;
+
+        rescuer_stop.cancel();
+        let _ = rescuer.await;
+        // The dispatcher dropped its sender after every task finished: the completer drains and ends.
+        let _ = completer.await;
+    }
+
+    async fn dispatch_loop(
+        self: &Arc<Self>,
+        done: mpsc::UnboundedSender<Completion>,
+        shutdown: CancellationToken,
+    ) {
+        let concurrency = self.options.concurrency.max(1);
+        let slots = Arc::new(Semaphore::new(concurrency));
+        let in_flight: Arc<Mutex<HashMap<i64, usize>>> = Arc::default();
+        let freed = Arc::new(Notify::new());
+        let mut tasks = JoinSet::new();
+        let mut failures = 0u32;
+
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            while tasks.try_join_next().is_some() {}
+            let backlog = match self.claim_round(&slots, &in_flight, &freed, &done, &mut tasks).await {
+                Ok(more) => {
+                    failures = 0;
+                    more
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 || failures.is_multiple_of(30) {
+                        tracing::warn!(error = %e, "claiming deliveries failed; retrying");
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(200 * u64::from(failures.min(10)))) => {}
+                    }
+                    continue;
+                }
+            };
+            if backlog && slots.available_permits() > 0 {
+                // More is due and there is room: claim again at once.
+                tokio::task::yield_now().await;
+                continue;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.wakeup.notified() => {}
+                _ = freed.notified(), if backlog => {
+                    // Let a few more slots free up so the next claim is a batch, not a trickle.
+                    let want = (concurrency.min(self.options.claim_batch) / 4).max(1);
+                    let deadline = tokio::time::Instant::now() + Duration::from_millis(2);
+                    while slots.available_permits() < want {
+                        tokio::select! {
+                            _ = freed.notified() => {}
+                            _ = tokio::time::sleep_until(deadline) => break,
+                        }
+                    }
+                }
+                _ = tokio::time::sleep(self.options.poll_interval) => {}
+            }
+        }
+        // Shutting down: no new claims; wait for what is in flight.
+        while tasks.join_next().await.is_some() {}
+        drop(done);
+    }
+
+    /// Claims what fits and starts a task per delivery. Returns whether more may be due right now.
+    async fn claim_round(
+        self: &Arc<Self>,
+        slots: &Arc<Semaphore>,
+        in_flight: &Arc<Mutex<HashMap<i64, usize>>>,
+        freed: &Arc<Notify>,
+        done: &mpsc::UnboundedSender<Completion>,
+        tasks: &mut JoinSet<()>,
+    ) -> Result<bool, Error> {
+        let free = slots.available_permits().min(self.options.claim_batch);
+        if free == 0 {
+            return Ok(true);
+        }
+        let directory = self.directory.load_full();
+        let (ids, limits, leases) = {
+            let counts = in_flight.lock().expect("in-flight counts");
+            let mut ids = Vec::new();
+            let mut limits = Vec::new();
+            let mut leases = Vec::new();
+            for ep in &directory.sendable {
+                let busy = counts.get(&ep.id).copied().unwrap_or(0);
+                let room = ep.max_in_flight.saturating_sub(busy).min(free);
+                if room > 0 {
+                    ids.push(ep.id);
+                    limits.push(room as i32);
+                    let lease = self.options.lease.max(ep.timeout + Duration::from_secs(10));
+                    leases.push(lease.as_secs_f64());
+                }
+            }
+            (ids, limits, leases)
+        };
+        if ids.is_empty() {
+            // Every webhook is at its max_in_flight (or none is active).
+            return Ok(!directory.sendable.is_empty());
+        }
+        let client = self.pool.get().await?;
+        let claim = client.prepare_cached(sql::CLAIM).await?;
+        let total = free as i64;
+        let rows = client
+            .query(&claim, &[&ids, &limits, &leases, &total, &self.owner])
+            .await?;
+        drop(client);
+
+        let mut per_webhook: HashMap<i64, i32> = HashMap::new();
+        for row in &rows {
+            let claimed = Claimed {
+                delivery_id: row.try_get(0)?,
+                webhook_id: row.try_get(1)?,
+                attempt: row.try_get(2)?,
+                attempts_base: row.try_get(3)?,
+                event: Event::from_row(row, 4)?,
+            };
+            *per_webhook.entry(claimed.webhook_id).or_default() += 1;
+            let Some(endpoint) = directory.endpoints.get(&claimed.webhook_id).cloned() else {
+                continue; // cannot happen: claims only name webhooks of this directory
+            };
+            let permit = match slots.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => break, // cannot happen: we claimed no more than the free slots
+            };
+            *in_flight
+                .lock()
+                .expect("in-flight counts")
+                .entry(endpoint.id)
+                .or_default() += 1;
+            let this = self.clone();
+            let directory = directory.clone();
+            let done = done.clone();
+            let in_flight = in_flight.clone();
+            let freed = freed.clone();
+            let span = tracing::info_span!(
+                "attempt",
+                webhook = %endpoint.name,
+                delivery = claimed.delivery_id,
+                attempt = claimed.attempt
+            );
+            tasks.spawn(async move {
+                let completion = this
+                    .attempt(&endpoint, &directory, claimed)
+                    .instrument(span)
+                    .await;
+                let _ = done.send(completion);
+                drop(permit);
+                if let Some(n) = in_flight.lock().expect("in-flight counts").get_mut(&endpoint.id) {
+                    *n = n.saturating_sub(1);
+                }
+                freed.notify_one();
+            });
+        }
+        let filled_a_webhook = ids
+            .iter()
+            .zip(&limits)
+            .any(|(id, limit)| per_webhook.get(id).copied().unwrap_or(0) >= *limit);
+        Ok(rows.len() as i64 >= total || filled_a_webhook)
+    }
+
+    /// One attempt: related records, render, sign, send, classify.
+    async fn attempt(&self, endpoint: &Endpoint, directory: &Directory, c: Claimed) -> Completion {
+        let started_at = Utc::now();
+        let clock = Instant::now();
+        let id = message_id(&self.install_id, c.delivery_id);
+        let mut completion = Completion {
+            delivery_id: c.delivery_id,
+            attempt: c.attempt,
+            next_state: "pending",
+            next_at: None,
+            http_status: None,
+            error: None,
+            response: None,
+            started_at,
+            duration_ms: 0,
+            outcome: Outcome::Success.label(),
+            webhook: endpoint.name.clone(),
+            webhook_id: endpoint.id,
+            event_created_at: c.event.created_at,
+            gone: false,
+        };
+
+        let mut retry_after = None;
+        let outcome = match self.load_related(endpoint, directory, &c.event).await {
+            Err(message) => {
+                completion.error = Some(message);
+                Outcome::RenderError
+            }
+            Ok(related) => {
+                let timestamp = Utc::now().timestamp();
+                match build_request(endpoint, &c.event, c.delivery_id, c.attempt, &id, timestamp, &related) {
+                    Err(e) => {
+                        completion.error = Some(e.to_string());
+                        Outcome::RenderError
+                    }
+                    Ok(request) => match self.transport.send(request).await {
+                        Ok(response) => {
+                            completion.http_status = Some(i32::from(response.status));
+                            completion.response = Some(response.body);
+                            if (200..300).contains(&response.status) {
+                                Outcome::Success
+                            } else {
+                                completion.error = Some(status_error(response.status));
+                                if response.status == 410 {
+                                    completion.gone = true;
+                                }
+                                if matches!(response.status, 429 | 503) {
+                                    retry_after = response.retry_after.as_deref().and_then(|v| {
+                                        policy::retry_after(v, &endpoint.schedule, SystemTime::now())
+                                    });
+                                }
+                                Outcome::HttpError
+                            }
+                        }
+                        Err(e) => {
+                            completion.error = Some(e.message);
+                            match e.kind {
+                                TransportErrorKind::Timeout => Outcome::Timeout,
+                                TransportErrorKind::Connect => Outcome::ConnectError,
+                                TransportErrorKind::Refused => Outcome::Refused,
+                            }
+                        }
+                    },
+                }
+            }
+        };
+
+        let elapsed = clock.elapsed();
+        completion.duration_ms = elapsed.as_millis().min(i32::MAX as u128) as i32;
+        completion.outcome = outcome.label();
+        telemetry::attempt_finished(&endpoint.name, outcome.label(), elapsed.as_secs_f64());
+
+        let used = c.attempt - c.attempts_base;
+        if outcome == Outcome::Success {
+            completion.next_state = "succeeded";
+        } else if used >= endpoint.max_attempts {
+            completion.next_state = "dead";
+        } else {
+            let delay = retry_after.unwrap_or_else(|| policy::retry_delay(&endpoint.schedule, used));
+            completion.next_at = Some(Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default());
+        }
+        tracing::debug!(
+            webhook = %endpoint.name,
+            delivery = c.delivery_id,
+            attempt = c.attempt,
+            outcome = outcome.label(),
+            status = completion.http_status,
+            next = completion.next_state,
+            "attempt finished"
+        );
+        completion
+    }
+
+    /// Loads the related records the webhook's templates use, read-only, with a statement timeout.
+    async fn load_related(
+        &self,
+        endpoint: &Endpoint,
+        directory: &Directory,
+        event: &Event,
+    ) -> Result<Map<String, Value>, String> {
+        let mut related = Map::new();
+        let names = endpoint.templates.relations();
+        if names.is_empty() {
+            return Ok(related);
+        }
+        let mut client = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| format!("cannot load related records: {}", outbox_core::Error::from(e)))?;
+        let tx = client
+            .build_transaction()
+            .read_only(true)
+            .start()
+            .await
+            .map_err(|e| format!("cannot load related records: {}", outbox_core::db::describe(&e)))?;
+        let timeout_ms = self.options.relation_timeout.as_millis().to_string();
+        tx.execute("SELECT set_config('statement_timeout', $1, true)", &[&timeout_ms])
+            .await
+            .map_err(|e| format!("cannot load related records: {}", outbox_core::db::describe(&e)))?;
+        for name in names {
+            let Some(query) = directory
+                .relations
+                .get(&(event.entity.clone(), name.clone()))
+            else {
+                return Err(format!(
+                    "related.{name} is used by a template but no relation {name:?} is defined for entity {:?}; add a [[relation]] with entity = {:?} and name = {name:?}",
+                    event.entity, event.entity
+                ));
+            };
+            let row = tx.query_opt(query.as_str(), &[&event.data]).await.map_err(|e| {
+                format!("relation {name:?} of entity {:?} failed: {}", event.entity, outbox_core::db::describe(&e))
+            })?;
+            let value: Option<Value> = match row {
+                Some(row) => row.try_get(0).map_err(|e| {
+                    format!("relation {name:?} of entity {:?} must return one json or jsonb column: {e}", event.entity)
+                })?,
+                None => None,
+            };
+            related.insert(name.clone(), value.unwrap_or(Value::Null));
+        }
+        let _ = tx.rollback().await;
+        Ok(related)
+    }
+
+    /// Writes finished attempts in batches: whatever piled up while the previous batch was written.
+    async fn complete_loop(self: Arc<Self>, mut done: mpsc::UnboundedReceiver<Completion>) {
+        let mut batch = Vec::with_capacity(1024);
+        while let Some(first) = done.recv().await {
+            batch.push(first);
+            while batch.len() < 2000 {
+                match done.try_recv() {
+                    Ok(c) => batch.push(c),
+                    Err(_) => break,
+                }
+            }
+            let mut failures = 0u32;
+            loop {
+                match self.flush(&batch).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        failures += 1;
+                        if failures >= 20 && !e.is_retryable() {
+                            tracing::error!(error = %e, count = batch.len(), "cannot record attempts; their leases will expire and they will be retried");
+                            break;
+                        }
+                        tracing::warn!(error = %e, count = batch.len(), "recording attempts failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(50)))).await;
+                    }
+                }
+            }
+            batch.clear();
+        }
+    }
+
+    async fn flush(&self, batch: &[Completion]) -> Result<(), Error> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
+        let complete = tx.prepare_cached(sql::COMPLETE).await?;
+        let ids: Vec<i64> = batch.iter().map(|c| c.delivery_id).collect();
+        let attempts: Vec<i32> = batch.iter().map(|c| c.attempt).collect();
+        let states: Vec<&str> = batch.iter().map(|c| c.next_state).collect();
+        let next_at: Vec<Option<DateTime<Utc>>> = batch.iter().map(|c| c.next_at).collect();
+        let statuses: Vec<Option<i32>> = batch.iter().map(|c| c.http_status).collect();
+        let errors: Vec<Option<&str>> = batch.iter().map(|c| c.error.as_deref()).collect();
+        let responses: Vec<Option<&str>> = batch.iter().map(|c| c.response.as_deref()).collect();
+        let started: Vec<DateTime<Utc>> = batch.iter().map(|c| c.started_at).collect();
+        let durations: Vec<i32> = batch.iter().map(|c| c.duration_ms).collect();
+        let outcomes: Vec<&str> = batch.iter().map(|c| c.outcome).collect();
+        let applied: Vec<i64> = tx
+            .query(
+                &complete,
+                &[
+                    &ids, &attempts, &states, &next_at, &statuses, &errors, &responses, &started,
+                    &durations, &outcomes, &self.owner,
+                ],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let dead: Vec<i64> = batch
+            .iter()
+            .filter(|c| c.next_state == "dead" && applied.contains(&c.delivery_id))
+            .map(|c| c.delivery_id)
+            .collect();
+        if !dead.is_empty() {
+            tx.execute(sql::DEAD_ALERTS, &[&dead]).await?;
+        }
+        for c in batch.iter().filter(|c| c.gone) {
+            tx.execute(
+                "WITH off AS (
+                     UPDATE outbox.webhooks SET active = false, updated_at = now(),
+                            disabled_reason = 'receiver answered 410 Gone at ' || now()::text
+                     WHERE id = $1 AND active RETURNING name)
+                 INSERT INTO outbox.events (event_type, entity, entity_id, data)
+                 SELECT 'relay.webhook.disabled', 'webhook', name,
+                        jsonb_build_object('webhook', name, 'reason', '410 Gone', 'delivery_id', $2::bigint)
+                 FROM off",
+                &[&c.webhook_id, &c.delivery_id],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+
+        for c in batch.iter().filter(|c| applied.contains(&c.delivery_id)) {
+            match c.next_state {
+                "succeeded" => {
+                    telemetry::delivery_completed(&c.webhook, "succeeded");
+                    let latency = (Utc::now() - c.event_created_at).to_std().unwrap_or_default();
+                    telemetry::delivery_latency(&c.webhook, latency.as_secs_f64());
+                }
+                "dead" => telemetry::delivery_completed(&c.webhook, "dead"),
+                _ => {}
+            }
+        }
+        if batch.iter().any(|c| c.gone) {
+            tracing::warn!("a receiver answered 410 Gone; its webhook was switched off");
+        }
+        // Ordered webhooks may have released their next delivery; retries may be due at once.
+        self.wakeup.notify_one();
+        Ok(())
+    }
+
+    /// Requeues deliveries whose relay stopped reporting, and wakes parked ordered deliveries that
+    /// a race left behind.
+    async fn rescue_loop(self: Arc<Self>, stop: CancellationToken) {
+        let every = (self.options.lease / 4).clamp(Duration::from_millis(500), Duration::from_secs(15));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            if let Err(e) = self.rescue().await {
+                tracing::warn!(error = %e, "rescuing expired leases failed");
+            }
+        }
+    }
+
+    async fn rescue(&self) -> Result<(), Error> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let rows = tx.query(sql::RESCUE, &[&500i64]).await?;
+        let dead: Vec<i64> = rows
+            .iter()
+            .filter(|r| r.get::<_, bool>(1))
+            .map(|r| r.get(0))
+            .collect();
+        if !dead.is_empty() {
+            tx.execute(sql::DEAD_ALERTS, &[&dead]).await?;
+        }
+        let ordered: Vec<i64> = self
+            .directory
+            .load()
+            .endpoints
+            .values()
+            .filter(|e| e.ordered)
+            .map(|e| e.id)
+            .collect();
+        let released = if ordered.is_empty() {
+            0
+        } else {
+            tx.execute(sql::RELEASE_PARKED, &[&ordered]).await?
+        };
+        tx.commit().await?;
+        if !rows.is_empty() {
+            tracing::warn!(
+                requeued = rows.len() - dead.len(),
+                dead = dead.len(),
+                "took over deliveries whose relay stopped reporting"
+            );
+        }
+        if !rows.is_empty() || released > 0 {
+            self.wakeup.notify_one();
+        }
+        Ok(())
+    }
+}
+
+fn status_error(status: u16) -> String {
+    let reason = reqwest::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let hint = match status {
+        300..=399 => " (redirects are not followed; point the webhook at the final URL)",
+        410 => " (the webhook was switched off)",
+        _ => "",
+    };
+    format!("HTTP {status} {reason}{hint}").trim_end().to_string()
+}

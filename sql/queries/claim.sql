@@ -1,0 +1,27 @@
+-- Claim due deliveries for the webhooks that have free slots, in the order given (priority first),
+-- oldest due first within a webhook. The claim is committed before any request is sent: attempts is
+-- incremented and a lease taken, so a crash can repeat an attempt but never skip one.
+-- $1 webhook ids, $2 free slots per webhook, $3 lease seconds per webhook, $4 total limit, $5 owner
+WITH want AS (
+    SELECT * FROM unnest($1::bigint[], $2::int[], $3::float8[]) WITH ORDINALITY AS w(webhook_id, slots, lease, ord)
+),
+picked AS (
+    SELECT q.id, w.lease
+    FROM want w
+    CROSS JOIN LATERAL (
+        SELECT d.id
+        FROM outbox.deliveries d
+        WHERE d.webhook_id = w.webhook_id AND d.status = 'pending' AND d.next_attempt_at <= now()
+        ORDER BY d.next_attempt_at, d.id
+        LIMIT w.slots
+        FOR UPDATE SKIP LOCKED
+    ) q
+    LIMIT $4
+)
+UPDATE outbox.deliveries d
+SET status = 'in_flight', attempts = d.attempts + 1, lease_owner = $5,
+    lease_until = now() + make_interval(secs => p.lease), updated_at = now()
+FROM picked p, outbox.events e
+WHERE d.id = p.id AND e.id = d.event_id
+RETURNING d.id, d.webhook_id, d.attempts, d.attempts_base, e.id, e.event_type, e.entity, e.entity_id,
+          e.data, e.old, e.metadata, e.created_at
