@@ -4,7 +4,7 @@
 -- index range scans, so a long-running transaction elsewhere never makes routing rescan old events.
 -- $1 cursor txid (text), $2 cursor id, $3 page size
 WITH st AS (SELECT prev_snapshot AS p, cur_snapshot AS c FROM outbox.router WHERE id = 1)
-SELECT w.id, w.txid::text, w.event_type, w.entity, w.entity_id, w.data, w.old, w.metadata, w.created_at
+SELECT w.id, w.event_type, w.entity, w.entity_id, w.data, w.old, w.metadata, w.created_at, w.txid::text
 FROM (
     (SELECT e.*
      FROM st, outbox.events e

@@ -17,3 +17,4 @@ pub const COMPLETE: &str = include_str!("../../../sql/queries/complete.sql");
 pub const DEAD_ALERTS: &str = include_str!("../../../sql/queries/dead_alerts.sql");
 pub const RESCUE: &str = include_str!("../../../sql/queries/rescue.sql");
 pub const RELEASE_PARKED: &str = include_str!("../../../sql/queries/release_parked.sql");
+pub const RETRY: &str = include_str!("../../../sql/queries/retry.sql");

@@ -18,9 +18,9 @@ pub const CHANNEL_CONFIG: &str = "outbox_config";
 /// for the next waiter, so none is lost between two checks.
 #[derive(Debug, Default)]
 pub struct Wakeups {
-    pub events: Notify,
-    pub deliveries: Notify,
-    pub config: Notify,
+    pub events: Arc<Notify>,
+    pub deliveries: Arc<Notify>,
+    pub config: Arc<Notify>,
 }
 
 impl Wakeups {

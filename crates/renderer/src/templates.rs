@@ -225,6 +225,9 @@ impl Templates {
         }
         let body = if self.has_body {
             self.render_one(BODY_TEMPLATE, &view)?.into_bytes()
+        } else if self.method == "GET" {
+            // A GET carries its information in the URL (Kladana-style); no envelope.
+            Vec::new()
         } else {
             default_body(ctx.event, ctx.message_id)
         };

@@ -34,7 +34,9 @@ pub fn build_request(
         related,
     })?;
     let mut headers: Vec<(String, String)> = Vec::with_capacity(8 + rendered.headers.len());
-    headers.push(("content-type".into(), rendered.content_type));
+    if !(rendered.body.is_empty() && rendered.method == "GET") {
+        headers.push(("content-type".into(), rendered.content_type));
+    }
     headers.push(("user-agent".into(), USER_AGENT.into()));
     headers.push(("webhook-id".into(), message_id.into()));
     headers.push(("webhook-timestamp".into(), timestamp.to_string()));

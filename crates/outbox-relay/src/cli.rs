@@ -1,0 +1,131 @@
+//! The command line (DESIGN §4).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "outbox-relay",
+    version,
+    about = "Transactional outbox relay for Postgres: committed changes become signed, retried, logged webhooks",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Postgres URL of the business database (or set DATABASE_URL).
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or update schema `outbox` (idempotent, safe to run concurrently).
+    Migrate,
+    /// Run the relay: listener, router, sender and the HTTP endpoint.
+    Run(RunArgs),
+    /// Validate the webhooks and relations of a TOML file and write them in one transaction.
+    Apply(ApplyArgs),
+    /// Show configured webhooks (secrets as ***).
+    Webhooks {
+        #[command(subcommand)]
+        command: WebhooksCommand,
+    },
+    /// The webhook queue: list, inspect and re-queue deliveries.
+    Deliveries {
+        #[command(subcommand)]
+        command: DeliveriesCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Address of the HTTP endpoint (metrics, health, admin API) [default: 127.0.0.1:9464].
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Relay configuration file (TOML); every key can also be set as OUTBOX_<KEY>.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Log format: text or json.
+    #[arg(long)]
+    pub log_format: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// TOML file with [[webhook]] and [[relation]] entries.
+    pub file: PathBuf,
+    /// Validate and print the plan without writing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Remove webhooks (and relations) that are not in the file; their queued deliveries are cancelled.
+    #[arg(long)]
+    pub prune: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// List every webhook with its validity.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one webhook's full configuration.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeliveriesCommand {
+    /// List deliveries, newest first.
+    List(ListArgs),
+    /// Show one delivery with all its attempts.
+    Show {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-queue deliveries with a fresh attempt budget (they keep their webhook-id).
+    Retry(RetryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// pending, in_flight, succeeded, dead or cancelled.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Webhook name.
+    #[arg(long)]
+    pub webhook: Option<String>,
+    #[arg(long)]
+    pub entity: Option<String>,
+    #[arg(long)]
+    pub entity_id: Option<String>,
+    #[arg(long, default_value_t = 50)]
+    pub limit: i64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// Delivery ids.
+    pub ids: Vec<i64>,
+    /// Re-queue every delivery with this status (e.g. dead) instead of listing ids.
+    #[arg(long, conflicts_with = "ids")]
+    pub status: Option<String>,
+    /// With --status: only this webhook's deliveries.
+    #[arg(long, requires = "status")]
+    pub webhook: Option<String>,
+    /// With --status: only deliveries finished since this time (RFC 3339, e.g. 2026-11-24T08:00:00Z,
+    /// or a duration ago such as 2h).
+    #[arg(long, requires = "status")]
+    pub since: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,100 @@
+//! `webhooks list` and `webhooks show NAME`.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::catalog::{WEBHOOK_COLUMNS, webhook_row};
+use crate::error::Failure;
+use crate::output;
+
+#[derive(Serialize)]
+struct Shown {
+    name: String,
+    valid: bool,
+    error: Option<String>,
+    disabled_reason: Option<String>,
+    /// Every configuration key, secrets as ***.
+    config: Value,
+}
+
+async fn load(client: &tokio_postgres::Client, name: Option<&str>) -> Result<Vec<Shown>, Failure> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {WEBHOOK_COLUMNS} FROM outbox.webhooks WHERE $1::text IS NULL OR name = $1 ORDER BY name"
+            ),
+            &[&name],
+        )
+        .await?;
+    let mut out = Vec::new();
+    for row in &rows {
+        let row = webhook_row(row)?;
+        let config = match &row.spec {
+            Ok(spec) => serde_json::to_value(spec.redacted()).unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        };
+        let error = match (&row.spec, row.error) {
+            (Err(reason), _) => Some(reason.clone()),
+            (Ok(_), e) => e,
+        };
+        out.push(Shown {
+            name: row.name,
+            valid: row.valid && row.spec.is_ok(),
+            error,
+            disabled_reason: row.disabled_reason,
+            config,
+        });
+    }
+    Ok(out)
+}
+
+pub async fn list(url: &str, json: bool) -> Result<(), Failure> {
+    let client = super::connect_migrated(url).await?;
+    let shown = load(&client, None).await?;
+    if json {
+        return output::json(&shown);
+    }
+    let rows: Vec<Vec<String>> = shown
+        .iter()
+        .map(|w| {
+            let c = &w.config;
+            let events = c["events"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
+                .unwrap_or_default();
+            vec![
+                w.name.clone(),
+                if c["active"].as_bool().unwrap_or(false) { "yes" } else { "no" }.into(),
+                if w.valid { "yes".into() } else { "NO".into() },
+                events,
+                output::clip(c["url"].as_str().unwrap_or(""), 60),
+                output::clip(w.error.as_deref().or(w.disabled_reason.as_deref()).unwrap_or(""), 80),
+            ]
+        })
+        .collect();
+    output::table(&["name", "active", "valid", "events", "url", "error"], &rows);
+    Ok(())
+}
+
+pub async fn show(url: &str, name: &str, json: bool) -> Result<(), Failure> {
+    let client = super::connect_migrated(url).await?;
+    let mut shown = load(&client, Some(name)).await?;
+    let Some(w) = shown.pop() else {
+        return Err(Failure::invalid(format!("no webhook named {name:?}; `outbox-relay webhooks list` shows them all")));
+    };
+    if json {
+        return output::json(&w);
+    }
+    println!("name:   {}", w.name);
+    println!("valid:  {}", if w.valid { "yes" } else { "NO" });
+    if let Some(e) = &w.error {
+        println!("error:  {e}");
+    }
+    if let Some(r) = &w.disabled_reason {
+        println!("disabled: {r}");
+    }
+    if let Ok(text) = toml::to_string_pretty(&w.config) {
+        println!("\n{text}");
+    }
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! The relay's HTTP endpoint: `/metrics`, `/healthz`, `/readyz` and the admin API under `/api`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use deadpool_postgres::Pool;
+use metrics_exporter_prometheus::PrometheusHandle;
+use outbox_core::SchemaStatus;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Failure;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: Pool,
+    pub metrics: PrometheusHandle,
+    pub admin_token: Option<Arc<str>>,
+}
+
+/// Binds the endpoint. Without `OUTBOX_ADMIN_TOKEN` only loopback addresses are allowed, since the
+/// admin API would otherwise be open to the network.
+pub async fn bind(addr: SocketAddr, admin_token: Option<&str>) -> Result<TcpListener, Failure> {
+    if admin_token.is_none() && !addr.ip().is_loopback() {
+        return Err(Failure::invalid(format!(
+            "refusing to listen on {addr}: it is not a loopback address and OUTBOX_ADMIN_TOKEN is not set, \
+             so the admin API would be open to the network; set OUTBOX_ADMIN_TOKEN or listen on 127.0.0.1"
+        )));
+    }
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| Failure::runtime(format!("cannot listen on {addr}: {e}")))
+}
+
+pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .merge(crate::api::routes(state.clone()))
+        .with_state(state);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "HTTP endpoint failed");
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    state.metrics.run_upkeep();
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let client = match state.pool.get().await {
+        Ok(c) => c,
+        Err(e) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("database unreachable: {}\n", outbox_core::Error::from(e)),
+            );
+        }
+    };
+    match outbox_core::schema_status(&client).await {
+        Ok(SchemaStatus::Current) => (StatusCode::OK, "ready\n".to_string()),
+        Ok(SchemaStatus::Missing) | Ok(SchemaStatus::Behind { .. }) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database schema is not current: run outbox-relay migrate\n".to_string(),
+        ),
+        Ok(SchemaStatus::Ahead { found }) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "database schema version {found} is newer than this relay ({}); upgrade the relay\n",
+                outbox_core::SCHEMA_VERSION
+            ),
+        ),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("database unreachable: {e}\n"),
+        ),
+    }
+}
