@@ -1,1 +1,9 @@
+//! End-to-end tests of outbox-relay against a real Postgres and real HTTP.
+//!
+//! Every test gets its own database (see `outbox_testkit::TestDb`), migrated by the product's own
+//! migrations, and a scriptable receiver. Tests assert what a user cares about: what arrived, with
+//! which headers, how often, and what the delivery log says. They wait for conditions with
+//! deadlines and never assert timings.
 
+mod spine;
+mod support;

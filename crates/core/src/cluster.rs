@@ -55,9 +55,9 @@ impl PrivateCluster {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         drop_privileges(&mut initdb, owner, false);
-        let out = initdb
-            .output()
-            .map_err(|e| Error::Cluster(format!("cannot run {}: {e}", bin.join("initdb").display())))?;
+        let out = initdb.output().map_err(|e| {
+            Error::Cluster(format!("cannot run {}: {e}", bin.join("initdb").display()))
+        })?;
         if !out.status.success() {
             return Err(Error::Cluster(format!(
                 "initdb failed: {}",
@@ -78,7 +78,12 @@ impl PrivateCluster {
             .arg(&data)
             .args(["-p", &port.to_string(), "-k"])
             .arg(dir.path())
-            .args(["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300"])
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "max_connections=300",
+            ])
             .args(["-c", "shared_buffers=128MB"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| Error::Cluster(e.to_string()))?)
@@ -122,7 +127,12 @@ impl PrivateCluster {
         let pid = started_rx
             .recv()
             .map_err(|_| Error::Cluster("the postgres starter thread died".into()))?
-            .map_err(|e| Error::Cluster(format!("cannot run {}: {e}", bin.join("postgres").display())))?;
+            .map_err(|e| {
+                Error::Cluster(format!(
+                    "cannot run {}: {e}",
+                    bin.join("postgres").display()
+                ))
+            })?;
 
         let cluster = PrivateCluster {
             dir,

@@ -16,7 +16,9 @@ pub enum Error {
         name: &'static str,
         source: tokio_postgres::Error,
     },
-    #[error("the database schema is version {found}, newer than this relay knows ({known}); upgrade outbox-relay")]
+    #[error(
+        "the database schema is version {found}, newer than this relay knows ({known}); upgrade outbox-relay"
+    )]
     SchemaTooNew { found: i32, known: i32 },
     #[error("private Postgres: {0}")]
     Cluster(String),

@@ -81,10 +81,14 @@ pub enum SchemaStatus {
     /// Schema `outbox` does not exist yet: run `outbox-relay migrate`.
     Missing,
     /// Older than this build: run `outbox-relay migrate`.
-    Behind { found: i32 },
+    Behind {
+        found: i32,
+    },
     Current,
     /// Newer than this build: upgrade the relay.
-    Ahead { found: i32 },
+    Ahead {
+        found: i32,
+    },
 }
 
 pub async fn schema_status(client: &Client) -> Result<SchemaStatus, Error> {

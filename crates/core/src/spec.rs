@@ -210,8 +210,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if trimmed.is_empty() {
         return Err("empty duration; write e.g. \"30s\", \"5m\" or \"2h\"".into());
     }
-    humantime::parse_duration(trimmed)
-        .map_err(|e| format!("invalid duration {text:?} ({e}); write e.g. \"30s\", \"5m\" or \"2h\""))
+    humantime::parse_duration(trimmed).map_err(|e| {
+        format!("invalid duration {text:?} ({e}); write e.g. \"30s\", \"5m\" or \"2h\"")
+    })
 }
 
 #[cfg(test)]
@@ -257,7 +258,10 @@ secrets = ["whsec_abc"]"#,
         )
         .unwrap();
         let shown = serde_json::to_string(&spec.redacted()).unwrap();
-        assert!(!shown.contains("pw") && !shown.contains("whsec_abc"), "{shown}");
+        assert!(
+            !shown.contains("pw") && !shown.contains("whsec_abc"),
+            "{shown}"
+        );
         assert_eq!(spec.secrets(), vec!["pw", "whsec_abc"]);
     }
 }

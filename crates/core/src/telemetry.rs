@@ -65,12 +65,14 @@ pub fn deliveries_created(webhook: &str, n: u64) {
 }
 
 pub fn attempt_finished(webhook: &str, outcome: &'static str, seconds: f64) {
-    counter!(DELIVERY_ATTEMPTS, "webhook" => webhook.to_string(), "outcome" => outcome).increment(1);
+    counter!(DELIVERY_ATTEMPTS, "webhook" => webhook.to_string(), "outcome" => outcome)
+        .increment(1);
     histogram!(ATTEMPT_DURATION, "webhook" => webhook.to_string()).record(seconds);
 }
 
 pub fn delivery_completed(webhook: &str, status: &'static str) {
-    counter!(DELIVERIES_COMPLETED, "webhook" => webhook.to_string(), "status" => status).increment(1);
+    counter!(DELIVERIES_COMPLETED, "webhook" => webhook.to_string(), "status" => status)
+        .increment(1);
 }
 
 pub fn delivery_latency(webhook: &str, seconds: f64) {

@@ -56,7 +56,8 @@ impl Router {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         // The relay's own bookkeeping: a crash may lose the last commit, which is then redone.
-        tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
+        tx.batch_execute("SET LOCAL synchronous_commit = off")
+            .await?;
         let lock = tx.prepare_cached(sql::ROUTE_LOCK).await?;
         let Some(cursor) = tx.query_opt(&lock, &[]).await? else {
             return Ok(None);
@@ -64,15 +65,30 @@ impl Router {
         let cursor_txid: String = cursor.try_get(0)?;
         let cursor_id: i64 = cursor.try_get(1)?;
 
+        // The rest of the current window; if it runs short, the window is exhausted: open the next
+        // one (everything committed up to now) and fill the page from it, so a wake-up routes what
+        // was committed before it, not only what was committed before the previous one.
         let page_stmt = tx.prepare_cached(sql::ROUTE_PAGE).await?;
-        let rows = tx
+        let mut rows = tx
             .query(&page_stmt, &[&cursor_txid, &cursor_id, &self.page_size])
             .await?;
+        let mut cursor = None;
+        let exhausted = (rows.len() as i64) < self.page_size;
+        if exhausted {
+            let advance = tx.prepare_cached(sql::ROUTE_ADVANCE).await?;
+            tx.execute(&advance, &[]).await?;
+            let room = self.page_size - rows.len() as i64;
+            let fresh = tx.query(&page_stmt, &[&"0", &0i64, &room]).await?;
+            if let Some(last) = fresh.last() {
+                cursor = Some((last.try_get::<_, String>(8)?, last.try_get::<_, i64>(0)?));
+            }
+            rows.extend(fresh);
+        } else if let Some(last) = rows.last() {
+            cursor = Some((last.try_get::<_, String>(8)?, last.try_get::<_, i64>(0)?));
+        }
         let mut events = Vec::with_capacity(rows.len());
-        let mut last_txid = None;
         for row in &rows {
             events.push(Event::from_row(row, 0)?);
-            last_txid = Some(row.try_get::<_, String>(8)?);
         }
 
         let plan = plan_deliveries(&events, routing);
@@ -123,18 +139,13 @@ impl Router {
             }
         }
 
-        if rows.len() < self.page_size as usize {
-            // Window exhausted: open the next one. If this one had events, the next may too.
-            let advance = tx.prepare_cached(sql::ROUTE_ADVANCE).await?;
-            tx.execute(&advance, &[]).await?;
-            outcome.more = !rows.is_empty();
-        } else {
-            let last_id = events.last().map(|e| e.id).unwrap_or(cursor_id);
-            let last_txid = last_txid.unwrap_or(cursor_txid);
+        if let Some((txid, id)) = &cursor {
             let save = tx.prepare_cached(sql::ROUTE_CURSOR).await?;
-            tx.execute(&save, &[&last_txid, &last_id]).await?;
-            outcome.more = true;
+            tx.execute(&save, &[txid, id]).await?;
         }
+        // A full page means there may be more; a short one means everything committed before this
+        // transaction has been routed.
+        outcome.more = rows.len() as i64 >= self.page_size;
         tx.commit().await?;
 
         telemetry::events_routed(outcome.events as u64);
@@ -198,7 +209,8 @@ fn plan_deliveries(events: &[Event], routing: &dyn Routing) -> Plan {
         for (i, r) in rows.iter().enumerate() {
             if r.target.coalesce {
                 let e = &events[r.event];
-                let winner = newest[&(r.target.webhook_id, e.entity.as_str(), e.entity_id.as_str())];
+                let winner =
+                    newest[&(r.target.webhook_id, e.entity.as_str(), e.entity_id.as_str())];
                 if winner != i {
                     keep[i] = false;
                     *extra.entry(winner).or_default() += 1;
@@ -280,7 +292,10 @@ mod tests {
     #[test]
     fn ordered_marks_only_the_first_of_each_record() {
         let events = vec![event(2, "a"), event(1, "a"), event(3, "b")];
-        let plan = plan_deliveries(&events, &All(vec![target(1, false, true), target(2, false, false)]));
+        let plan = plan_deliveries(
+            &events,
+            &All(vec![target(1, false, true), target(2, false, false)]),
+        );
         let marks: Vec<(i64, i64, bool)> = plan
             .rows
             .iter()

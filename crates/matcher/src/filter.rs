@@ -54,7 +54,10 @@ impl Filter {
         let mut context = Context::with_env(ENV.clone());
         context.add_variable_from_value("event", vars.event.clone());
         let mut w = HashMap::new();
-        w.insert(Key::from("name"), Value::String(Arc::new(webhook.to_string())));
+        w.insert(
+            Key::from("name"),
+            Value::String(Arc::new(webhook.to_string())),
+        );
         context.add_variable_from_value("webhook", Value::Map(w.into()));
         match self.program.execute(&context) {
             Ok(Value::Bool(b)) => Ok(b),
@@ -178,8 +181,14 @@ mod tests {
     #[test]
     fn integers_are_cel_ints() {
         let f = Filter::compile("event.data.qty + 1 > 5").unwrap();
-        assert!(f.matches(&event(serde_json::json!({"qty": 5})), "w").unwrap());
-        assert!(!f.matches(&event(serde_json::json!({"qty": 4})), "w").unwrap());
+        assert!(
+            f.matches(&event(serde_json::json!({"qty": 5})), "w")
+                .unwrap()
+        );
+        assert!(
+            !f.matches(&event(serde_json::json!({"qty": 4})), "w")
+                .unwrap()
+        );
     }
 
     #[test]
@@ -188,7 +197,10 @@ mod tests {
             "event.old.status != event.data.status && event.data.status == 'shipped' && event.metadata.shop == 'nl'",
         )
         .unwrap();
-        assert!(f.matches(&event(serde_json::json!({"status": "shipped"})), "w").unwrap());
+        assert!(
+            f.matches(&event(serde_json::json!({"status": "shipped"})), "w")
+                .unwrap()
+        );
     }
 
     #[test]
@@ -200,9 +212,18 @@ mod tests {
     #[test]
     fn hostile_sources_are_refused() {
         let deep = format!("{}true{}", "(".repeat(500), ")".repeat(500));
-        assert!(matches!(Filter::compile(&deep), Err(FilterError::TooDeep { .. })));
+        assert!(matches!(
+            Filter::compile(&deep),
+            Err(FilterError::TooDeep { .. })
+        ));
         let long = vec!["1 == 1"; 2000].join(" && ");
-        assert!(matches!(Filter::compile(&long), Err(FilterError::TooLong { .. })));
-        assert!(matches!(Filter::compile("event.data.("), Err(FilterError::Compile(_))));
+        assert!(matches!(
+            Filter::compile(&long),
+            Err(FilterError::TooLong { .. })
+        ));
+        assert!(matches!(
+            Filter::compile("event.data.("),
+            Err(FilterError::Compile(_))
+        ));
     }
 }

@@ -16,7 +16,9 @@ impl Pattern {
             return Err("empty event pattern; write an event type such as \"order.created\", a prefix such as \"order.*\", or \"*\"".into());
         }
         if t != text {
-            return Err(format!("event pattern {text:?} has leading or trailing spaces"));
+            return Err(format!(
+                "event pattern {text:?} has leading or trailing spaces"
+            ));
         }
         if t == "*" {
             return Ok(Pattern::Any);

@@ -114,15 +114,27 @@ pub fn webhook_row(row: &tokio_postgres::Row) -> Result<WebhookRow, tokio_postgr
     text(&mut m, "content_type", row.try_get("content_type")?);
     text(&mut m, "body", row.try_get("body")?);
     m.insert("priority".into(), row.try_get::<_, i32>("priority")?.into());
-    m.insert("coalesce".into(), row.try_get::<_, bool>("coalesce")?.into());
+    m.insert(
+        "coalesce".into(),
+        row.try_get::<_, bool>("coalesce")?.into(),
+    );
     m.insert("ordered".into(), row.try_get::<_, bool>("ordered")?.into());
     m.insert("active".into(), row.try_get::<_, bool>("active")?.into());
     text(&mut m, "timeout", row.try_get("timeout")?);
-    m.insert("max_attempts".into(), row.try_get::<_, i32>("max_attempts")?.into());
+    m.insert(
+        "max_attempts".into(),
+        row.try_get::<_, i32>("max_attempts")?.into(),
+    );
     if let Some(s) = row.try_get::<_, Option<Vec<String>>>("retry_schedule")? {
-        m.insert("retry_schedule".into(), serde_json::to_value(s).unwrap_or_default());
+        m.insert(
+            "retry_schedule".into(),
+            serde_json::to_value(s).unwrap_or_default(),
+        );
     }
-    m.insert("max_in_flight".into(), row.try_get::<_, i32>("max_in_flight")?.into());
+    m.insert(
+        "max_in_flight".into(),
+        row.try_get::<_, i32>("max_in_flight")?.into(),
+    );
     for key in ["auth", "signature", "tls"] {
         if let Some(v) = row.try_get::<_, Option<Value>>(key)? {
             m.insert(key.into(), v);
@@ -237,7 +249,9 @@ impl Catalog {
                 let result = match &row.spec {
                     Err(reason) => Err(reason.clone()),
                     Ok(spec) => match cache.get(&row.id) {
-                        Some((cached_spec, compiled)) if cached_spec == spec => Ok(compiled.clone()),
+                        Some((cached_spec, compiled)) if cached_spec == spec => {
+                            Ok(compiled.clone())
+                        }
                         _ => compile(row.id, spec)
                             .map(Arc::new)
                             .map_err(|errs| describe_errors(&errs)),

@@ -268,7 +268,11 @@ mod tests {
         let err = RelayConfig::load(Some(&path)).unwrap_err();
         assert_eq!(err.code, 2);
         assert!(err.message.contains("concurrancy"), "{}", err.message);
-        std::fs::write(&path, "concurrency = 8\nnotify = \"off\"\npoll_interval = \"50ms\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "concurrency = 8\nnotify = \"off\"\npoll_interval = \"50ms\"\n",
+        )
+        .unwrap();
         let config = RelayConfig::load(Some(&path)).unwrap();
         assert_eq!(config.concurrency, 8);
         assert!(!config.notify);

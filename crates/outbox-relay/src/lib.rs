@@ -35,12 +35,19 @@ pub async fn execute(cli: Cli) -> Result<(), Failure> {
             let mut client = commands::connect(&url).await?;
             let applied = outbox_core::migrate(&mut client).await?;
             if applied.is_empty() {
-                println!("schema outbox is up to date (version {})", outbox_core::SCHEMA_VERSION);
+                println!(
+                    "schema outbox is up to date (version {})",
+                    outbox_core::SCHEMA_VERSION
+                );
             } else {
                 println!(
                     "schema outbox migrated to version {} (applied {})",
                     outbox_core::SCHEMA_VERSION,
-                    applied.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
+                    applied
+                        .iter()
+                        .map(|v| v.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
             }
             Ok(())
@@ -65,14 +72,20 @@ pub async fn execute(cli: Cli) -> Result<(), Failure> {
             relay.wait().await;
             Ok(())
         }
-        Command::Apply(args) => commands::apply::run(&url()?, &args.file, args.dry_run, args.prune).await,
+        Command::Apply(args) => {
+            commands::apply::run(&url()?, &args.file, args.dry_run, args.prune).await
+        }
         Command::Webhooks { command } => match command {
             WebhooksCommand::List { json } => commands::webhooks::list(&url()?, *json).await,
-            WebhooksCommand::Show { name, json } => commands::webhooks::show(&url()?, name, *json).await,
+            WebhooksCommand::Show { name, json } => {
+                commands::webhooks::show(&url()?, name, *json).await
+            }
         },
         Command::Deliveries { command } => match command {
             DeliveriesCommand::List(args) => commands::deliveries::list(&url()?, args).await,
-            DeliveriesCommand::Show { id, json } => commands::deliveries::show(&url()?, *id, *json).await,
+            DeliveriesCommand::Show { id, json } => {
+                commands::deliveries::show(&url()?, *id, *json).await
+            }
             DeliveriesCommand::Retry(args) => commands::deliveries::retry(&url()?, args).await,
         },
     }
@@ -83,13 +96,14 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -38,7 +38,10 @@ pub fn json<T: Serialize>(value: &T) -> Result<(), Failure> {
 
 /// At most `max` characters, on one line.
 pub fn clip(text: &str, max: usize) -> String {
-    let one_line: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let one_line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     if one_line.chars().count() <= max {
         one_line
     } else {

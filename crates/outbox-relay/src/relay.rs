@@ -93,34 +93,35 @@ impl Relay {
         let owner = owner_name();
         tracing::info!(relay = %owner, listen = %addr, "relay started");
 
-        let mut background = Vec::new();
-        background.push(tokio::spawn(outbox_listener::listen(
-            outbox_core::db::config(&settings.database_url)?,
-            wakeups.clone(),
-            shutdown.clone(),
-        )));
-        background.push(tokio::spawn(reload_loop(
-            catalog.clone(),
-            pool.clone(),
-            wakeups.clone(),
-            shutdown.clone(),
-        )));
-        background.push(tokio::spawn(route_loop(
-            Router::new(pool.clone(), settings.claim_batch),
-            catalog.clone(),
-            wakeups.clone(),
-            settings.poll_interval,
-            shutdown.clone(),
-        )));
-        background.push(tokio::spawn(http::serve(
-            listener,
-            http::AppState {
-                pool: pool.clone(),
-                metrics,
-                admin_token: admin_token.map(Into::into),
-            },
-            shutdown.clone(),
-        )));
+        let background = vec![
+            tokio::spawn(outbox_listener::listen(
+                outbox_core::db::config(&settings.database_url)?,
+                wakeups.clone(),
+                shutdown.clone(),
+            )),
+            tokio::spawn(reload_loop(
+                catalog.clone(),
+                pool.clone(),
+                wakeups.clone(),
+                shutdown.clone(),
+            )),
+            tokio::spawn(route_loop(
+                Router::new(pool.clone(), settings.claim_batch),
+                catalog.clone(),
+                wakeups.clone(),
+                settings.poll_interval,
+                shutdown.clone(),
+            )),
+            tokio::spawn(http::serve(
+                listener,
+                http::AppState {
+                    pool: pool.clone(),
+                    metrics,
+                    admin_token: admin_token.map(Into::into),
+                },
+                shutdown.clone(),
+            )),
+        ];
 
         let sender = Sender::new(
             pool.clone(),
@@ -232,7 +233,9 @@ async fn reload_loop(
         }
         match catalog.reload(&pool).await {
             Ok(r) => tracing::debug!(valid = r.valid, invalid = r.invalid, "reloaded webhooks"),
-            Err(e) => tracing::warn!(error = %e, "reloading webhooks failed; keeping the previous configuration"),
+            Err(e) => {
+                tracing::warn!(error = %e, "reloading webhooks failed; keeping the previous configuration")
+            }
         }
         // New or re-activated webhooks may have deliveries waiting.
         wakeups.deliveries.notify_one();

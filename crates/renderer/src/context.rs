@@ -65,7 +65,9 @@ impl<'a> RenderContext<'a> {
                 data: &e.data,
                 old: &e.old,
                 metadata: &e.metadata,
-                created_at: e.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                created_at: e
+                    .created_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             },
             id: &e.entity_id,
             entity: &e.entity,

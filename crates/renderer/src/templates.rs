@@ -128,15 +128,18 @@ impl Templates {
             _ => AutoEscape::None,
         });
         env.set_formatter(|out, state, value| {
-            if matches!(state.auto_escape(), AutoEscape::Custom(n) if n == "url") && !value.is_safe() {
+            if matches!(state.auto_escape(), AutoEscape::Custom(n) if n == "url")
+                && !value.is_safe()
+            {
                 let text = match value.as_str() {
                     Some(s) => s.to_string(),
                     None if value.is_undefined() || value.is_none() => String::new(),
                     None => value.to_string(),
                 };
                 for part in utf8_percent_encode(&text, URL_VALUE) {
-                    out.write_str(part)
-                        .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, e.to_string()))?;
+                    out.write_str(part).map_err(|e| {
+                        minijinja::Error::new(minijinja::ErrorKind::WriteFailure, e.to_string())
+                    })?;
                 }
                 Ok(())
             } else {
@@ -180,7 +183,11 @@ impl Templates {
         }
 
         let mut relations = BTreeSet::new();
-        for name in env.templates().map(|(n, _)| n.to_string()).collect::<Vec<_>>() {
+        for name in env
+            .templates()
+            .map(|(n, _)| n.to_string())
+            .collect::<Vec<_>>()
+        {
             if let Ok(t) = env.get_template(&name) {
                 for var in t.undeclared_variables(true) {
                     if let Some(rel) = var.strip_prefix("related.") {
@@ -283,7 +290,10 @@ fn check_url(url: &str) -> Result<(), RenderError> {
         Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => Ok(()),
         Ok(u) => Err(RenderError::BadUrl {
             url: url.into(),
-            reason: format!("scheme must be http or https with a host, e.g. https://example.com/hook; got scheme {:?}", u.scheme()),
+            reason: format!(
+                "scheme must be http or https with a host, e.g. https://example.com/hook; got scheme {:?}",
+                u.scheme()
+            ),
         }),
         Err(e) => Err(RenderError::BadUrl {
             url: url.into(),
@@ -293,7 +303,10 @@ fn check_url(url: &str) -> Result<(), RenderError> {
 }
 
 fn describe(e: &minijinja::Error) -> String {
-    let mut s = e.detail().map(str::to_string).unwrap_or_else(|| e.kind().to_string());
+    let mut s = e
+        .detail()
+        .map(str::to_string)
+        .unwrap_or_else(|| e.kind().to_string());
     if let Some(line) = e.line() {
         s = format!("line {line}: {s}");
     }

@@ -63,7 +63,10 @@ impl Endpoint {
         let mut errors = Vec::new();
         let timeout = match parse_duration(&spec.timeout) {
             Ok(d) if d.is_zero() => {
-                errors.push(FieldError::new("timeout", "must be more than zero, e.g. \"30s\""));
+                errors.push(FieldError::new(
+                    "timeout",
+                    "must be more than zero, e.g. \"30s\"",
+                ));
                 Duration::from_secs(30)
             }
             Ok(d) if d > MAX_TIMEOUT => {
@@ -115,7 +118,9 @@ impl Endpoint {
                     let field = match &e {
                         outbox_renderer::RenderError::Template { field, .. }
                         | outbox_renderer::RenderError::TooLarge { field } => field.clone(),
-                        outbox_renderer::RenderError::BadHeader { name } => format!("headers.{name}"),
+                        outbox_renderer::RenderError::BadHeader { name } => {
+                            format!("headers.{name}")
+                        }
                         _ => "url".into(),
                     };
                     // Only the URL must render on a sample; bodies may need fields a sample lacks.
@@ -198,8 +203,12 @@ pub struct Directory {
 }
 
 impl Directory {
-    pub fn new(endpoints: Vec<Arc<Endpoint>>, relations: HashMap<(String, String), String>) -> Directory {
-        let mut sendable: Vec<Arc<Endpoint>> = endpoints.iter().filter(|e| e.active).cloned().collect();
+    pub fn new(
+        endpoints: Vec<Arc<Endpoint>>,
+        relations: HashMap<(String, String), String>,
+    ) -> Directory {
+        let mut sendable: Vec<Arc<Endpoint>> =
+            endpoints.iter().filter(|e| e.active).cloned().collect();
         sendable.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
         Directory {
             endpoints: endpoints.into_iter().map(|e| (e.id, e)).collect(),

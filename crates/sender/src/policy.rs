@@ -63,7 +63,10 @@ pub fn retry_after(value: &str, schedule: &[Duration], now: SystemTime) -> Optio
         let at = httpdate::parse_http_date(value).ok()?;
         at.duration_since(now).unwrap_or(Duration::ZERO)
     };
-    let cap = schedule.last().copied().unwrap_or(Duration::from_secs(24 * 3600));
+    let cap = schedule
+        .last()
+        .copied()
+        .unwrap_or(Duration::from_secs(24 * 3600));
     Some(wanted.min(cap))
 }
 
@@ -139,7 +142,10 @@ mod tests {
         );
         let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
         let d = retry_after(&later, &schedule, now).unwrap();
-        assert!(d <= Duration::from_secs(30) && d >= Duration::from_secs(28), "{d:?}");
+        assert!(
+            d <= Duration::from_secs(30) && d >= Duration::from_secs(28),
+            "{d:?}"
+        );
         assert_eq!(retry_after("soon", &schedule, now), None);
     }
 

@@ -57,7 +57,10 @@ pub fn build_request(
         if protected.iter().any(|p| p.eq_ignore_ascii_case(&name)) {
             continue;
         }
-        match headers.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(&name)) {
+        match headers
+            .iter_mut()
+            .find(|(n, _)| n.eq_ignore_ascii_case(&name))
+        {
             Some(existing) => existing.1 = value,
             None => headers.push((name, value)),
         }

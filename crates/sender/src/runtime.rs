@@ -27,8 +27,8 @@ pub struct SenderOptions {
     pub claim_batch: usize,
     /// How often to look for due deliveries without a wake-up.
     pub poll_interval: Duration,
-    /// How long a claim lives (at least the webhook's timeout plus 10 s) before another relay may
-    /// take the delivery over.
+    /// How long a claim lives (at least the webhook's timeout plus 2 s, plus the relation timeout
+    /// when its templates look up related records) before another relay may take it over.
     pub lease: Duration,
     /// Statement timeout of relation queries.
     pub relation_timeout: Duration,
@@ -142,7 +142,10 @@ impl Sender {
                 break;
             }
             while tasks.try_join_next().is_some() {}
-            let backlog = match self.claim_round(&slots, &in_flight, &freed, &done, &mut tasks).await {
+            let backlog = match self
+                .claim_round(&slots, &in_flight, &freed, &done, &mut tasks)
+                .await
+            {
                 Ok(more) => {
                     failures = 0;
                     more
@@ -211,7 +214,17 @@ impl Sender {
                 if room > 0 {
                     ids.push(ep.id);
                     limits.push(room as i32);
-                    let lease = self.options.lease.max(ep.timeout + Duration::from_secs(10));
+                    // A claim must outlive the attempt it covers: related-record lookups,
+                    // the request itself, and a margin for recording the result.
+                    let lookups = if ep.templates.relations().is_empty() {
+                        Duration::ZERO
+                    } else {
+                        self.options.relation_timeout
+                    };
+                    let lease = self
+                        .options
+                        .lease
+                        .max(ep.timeout + lookups + Duration::from_secs(2));
                     leases.push(lease.as_secs_f64());
                 }
             }
@@ -269,7 +282,11 @@ impl Sender {
                     .await;
                 let _ = done.send(completion);
                 drop(permit);
-                if let Some(n) = in_flight.lock().expect("in-flight counts").get_mut(&endpoint.id) {
+                if let Some(n) = in_flight
+                    .lock()
+                    .expect("in-flight counts")
+                    .get_mut(&endpoint.id)
+                {
                     *n = n.saturating_sub(1);
                 }
                 freed.notify_one();
@@ -312,7 +329,15 @@ impl Sender {
             }
             Ok(related) => {
                 let timestamp = Utc::now().timestamp();
-                match build_request(endpoint, &c.event, c.delivery_id, c.attempt, &id, timestamp, &related) {
+                match build_request(
+                    endpoint,
+                    &c.event,
+                    c.delivery_id,
+                    c.attempt,
+                    &id,
+                    timestamp,
+                    &related,
+                ) {
                     Err(e) => {
                         completion.error = Some(e.to_string());
                         Outcome::RenderError
@@ -330,7 +355,11 @@ impl Sender {
                                 }
                                 if matches!(response.status, 429 | 503) {
                                     retry_after = response.retry_after.as_deref().and_then(|v| {
-                                        policy::retry_after(v, &endpoint.schedule, SystemTime::now())
+                                        policy::retry_after(
+                                            v,
+                                            &endpoint.schedule,
+                                            SystemTime::now(),
+                                        )
                                     });
                                 }
                                 Outcome::HttpError
@@ -360,8 +389,10 @@ impl Sender {
         } else if used >= endpoint.max_attempts {
             completion.next_state = "dead";
         } else {
-            let delay = retry_after.unwrap_or_else(|| policy::retry_delay(&endpoint.schedule, used));
-            completion.next_at = Some(Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default());
+            let delay =
+                retry_after.unwrap_or_else(|| policy::retry_delay(&endpoint.schedule, used));
+            completion.next_at =
+                Some(Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default());
         }
         tracing::debug!(
             webhook = %endpoint.name,
@@ -387,21 +418,35 @@ impl Sender {
         if names.is_empty() {
             return Ok(related);
         }
-        let mut client = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| format!("cannot load related records: {}", outbox_core::Error::from(e)))?;
+        let mut client = self.pool.get().await.map_err(|e| {
+            format!(
+                "cannot load related records: {}",
+                outbox_core::Error::from(e)
+            )
+        })?;
         let tx = client
             .build_transaction()
             .read_only(true)
             .start()
             .await
-            .map_err(|e| format!("cannot load related records: {}", outbox_core::db::describe(&e)))?;
+            .map_err(|e| {
+                format!(
+                    "cannot load related records: {}",
+                    outbox_core::db::describe(&e)
+                )
+            })?;
         let timeout_ms = self.options.relation_timeout.as_millis().to_string();
-        tx.execute("SELECT set_config('statement_timeout', $1, true)", &[&timeout_ms])
-            .await
-            .map_err(|e| format!("cannot load related records: {}", outbox_core::db::describe(&e)))?;
+        tx.execute(
+            "SELECT set_config('statement_timeout', $1, true)",
+            &[&timeout_ms],
+        )
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot load related records: {}",
+                outbox_core::db::describe(&e)
+            )
+        })?;
         for name in names {
             let Some(query) = directory
                 .relations
@@ -412,9 +457,16 @@ impl Sender {
                     event.entity, event.entity
                 ));
             };
-            let row = tx.query_opt(query.as_str(), &[&event.data]).await.map_err(|e| {
-                format!("relation {name:?} of entity {:?} failed: {}", event.entity, outbox_core::db::describe(&e))
-            })?;
+            let row = tx
+                .query_opt(query.as_str(), &[&event.data])
+                .await
+                .map_err(|e| {
+                    format!(
+                        "relation {name:?} of entity {:?} failed: {}",
+                        event.entity,
+                        outbox_core::db::describe(&e)
+                    )
+                })?;
             let value: Option<Value> = match row {
                 Some(row) => row.try_get(0).map_err(|e| {
                     format!("relation {name:?} of entity {:?} must return one json or jsonb column: {e}", event.entity)
@@ -449,7 +501,10 @@ impl Sender {
                             break;
                         }
                         tracing::warn!(error = %e, count = batch.len(), "recording attempts failed; retrying");
-                        tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(50)))).await;
+                        tokio::time::sleep(Duration::from_millis(
+                            100 * u64::from(failures.min(50)),
+                        ))
+                        .await;
                     }
                 }
             }
@@ -460,7 +515,8 @@ impl Sender {
     async fn flush(&self, batch: &[Completion]) -> Result<(), Error> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
+        tx.batch_execute("SET LOCAL synchronous_commit = off")
+            .await?;
         let complete = tx.prepare_cached(sql::COMPLETE).await?;
         let ids: Vec<i64> = batch.iter().map(|c| c.delivery_id).collect();
         let attempts: Vec<i32> = batch.iter().map(|c| c.attempt).collect();
@@ -476,8 +532,17 @@ impl Sender {
             .query(
                 &complete,
                 &[
-                    &ids, &attempts, &states, &next_at, &statuses, &errors, &responses, &started,
-                    &durations, &outcomes, &self.owner,
+                    &ids,
+                    &attempts,
+                    &states,
+                    &next_at,
+                    &statuses,
+                    &errors,
+                    &responses,
+                    &started,
+                    &durations,
+                    &outcomes,
+                    &self.owner,
                 ],
             )
             .await?
@@ -512,7 +577,9 @@ impl Sender {
             match c.next_state {
                 "succeeded" => {
                     telemetry::delivery_completed(&c.webhook, "succeeded");
-                    let latency = (Utc::now() - c.event_created_at).to_std().unwrap_or_default();
+                    let latency = (Utc::now() - c.event_created_at)
+                        .to_std()
+                        .unwrap_or_default();
                     telemetry::delivery_latency(&c.webhook, latency.as_secs_f64());
                 }
                 "dead" => telemetry::delivery_completed(&c.webhook, "dead"),
@@ -530,7 +597,8 @@ impl Sender {
     /// Requeues deliveries whose relay stopped reporting, and wakes parked ordered deliveries that
     /// a race left behind.
     async fn rescue_loop(self: Arc<Self>, stop: CancellationToken) {
-        let every = (self.options.lease / 4).clamp(Duration::from_millis(500), Duration::from_secs(15));
+        let every =
+            (self.options.lease / 4).clamp(Duration::from_millis(500), Duration::from_secs(15));
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -592,5 +660,7 @@ fn status_error(status: u16) -> String {
         410 => " (the webhook was switched off)",
         _ => "",
     };
-    format!("HTTP {status} {reason}{hint}").trim_end().to_string()
+    format!("HTTP {status} {reason}{hint}")
+        .trim_end()
+        .to_string()
 }

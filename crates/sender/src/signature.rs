@@ -32,7 +32,9 @@ impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Signer::Standard { keys } => write!(f, "Standard({} secrets: ***)", keys.len()),
-            Signer::HmacSha256 { header, .. } => write!(f, "HmacSha256(header {header}, secrets: ***)"),
+            Signer::HmacSha256 { header, .. } => {
+                write!(f, "HmacSha256(header {header}, secrets: ***)")
+            }
         }
     }
 }
@@ -114,7 +116,11 @@ impl Signer {
                 return Err(errors);
             }
         };
-        if errors.is_empty() { Ok(signer) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(signer)
+        } else {
+            Err(errors)
+        }
     }
 
     /// The signature header (name, value) for one attempt.
@@ -123,7 +129,8 @@ impl Signer {
             Signer::Standard { keys } => {
                 let mut value = String::new();
                 for key in keys {
-                    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts any key length");
+                    let mut mac =
+                        HmacSha256::new_from_slice(key).expect("HMAC accepts any key length");
                     mac.update(message_id.as_bytes());
                     mac.update(b".");
                     mac.update(timestamp.to_string().as_bytes());
@@ -145,7 +152,8 @@ impl Signer {
             } => {
                 let mut value = String::new();
                 for secret in secrets {
-                    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC accepts any key length");
+                    let mut mac =
+                        HmacSha256::new_from_slice(secret).expect("HMAC accepts any key length");
                     mac.update(body);
                     let digest = mac.finalize().into_bytes();
                     if !value.is_empty() {
@@ -208,7 +216,10 @@ mod tests {
     fn standard_signs_id_timestamp_and_body_once_per_secret() {
         let signer = Signer::from_spec(&spec(
             "standard",
-            &["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"],
+            &[
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            ],
         ))
         .unwrap();
         // Vector from the Standard Webhooks specification's reference libraries.

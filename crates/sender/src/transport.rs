@@ -105,12 +105,11 @@ impl HttpTransport {
                 });
             }
         }
-        let method = reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|_| {
-            TransportError {
+        let method =
+            reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|_| TransportError {
                 kind: TransportErrorKind::Connect,
                 message: format!("invalid method {}", request.method),
-            }
-        })?;
+            })?;
         let mut builder = client.request(method, url);
         for (name, value) in &request.headers {
             builder = builder.header(name.as_str(), value.as_str());
@@ -210,9 +209,8 @@ impl Resolve for PolicyResolver {
         let policy = self.policy.clone();
         Box::pin(async move {
             let host = name.as_str().to_string();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let mut refused = None;
             let allowed: Vec<SocketAddr> = addrs
                 .into_iter()

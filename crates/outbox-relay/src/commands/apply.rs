@@ -13,6 +13,7 @@ use crate::catalog::{WEBHOOK_COLUMNS, check_relation, compile, webhook_row};
 use crate::error::Failure;
 
 /// A file's contents after `${VAR}` substitution and validation.
+#[derive(Debug)]
 pub struct Parsed {
     pub webhooks: Vec<WebhookSpec>,
     pub relations: Vec<RelationSpec>,
@@ -37,7 +38,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Parsed, Vec<String>> {
     let mut webhooks = Vec::new();
     if let Some(list) = table.remove("webhook") {
         let toml::Value::Array(items) = list else {
-            return Err(vec![format!("{file}: `webhook` must be an array of tables: write [[webhook]]")]);
+            return Err(vec![format!(
+                "{file}: `webhook` must be an array of tables: write [[webhook]]"
+            )]);
         };
         for (i, mut item) in items.into_iter().enumerate() {
             let label = match item.get("name").and_then(|n| n.as_str()) {
@@ -54,7 +57,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Parsed, Vec<String>> {
     let mut relations = Vec::new();
     if let Some(list) = table.remove("relation") {
         let toml::Value::Array(items) = list else {
-            return Err(vec![format!("{file}: `relation` must be an array of tables: write [[relation]]")]);
+            return Err(vec![format!(
+                "{file}: `relation` must be an array of tables: write [[relation]]"
+            )]);
         };
         for (i, mut item) in items.into_iter().enumerate() {
             let label = format!("{file}: relation #{}", i + 1);
@@ -70,7 +75,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Parsed, Vec<String>> {
     for spec in &webhooks {
         let label = format!("{file}: webhook {:?}", spec.name);
         if !names.insert(spec.name.clone()) {
-            problems.push(format!("{label}: name: appears more than once; webhook names must be unique"));
+            problems.push(format!(
+                "{label}: name: appears more than once; webhook names must be unique"
+            ));
         }
         if let Err(errors) = compile(0, spec) {
             for e in errors {
@@ -89,7 +96,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Parsed, Vec<String>> {
         }
     }
     if problems.is_empty() {
-        Ok(Parsed { webhooks, relations })
+        Ok(Parsed {
+            webhooks,
+            relations,
+        })
     } else {
         Err(problems)
     }
@@ -98,16 +108,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Parsed, Vec<String>> {
 /// Replaces `${VAR}` in every string with the environment variable's value (`$${` is a literal `${`).
 fn substitute_env(value: &mut toml::Value, path: &str, label: &str, problems: &mut Vec<String>) {
     match value {
-        toml::Value::String(s) => {
-            if s.contains("${") {
-                match expand(s) {
-                    Ok(expanded) => *s = expanded,
-                    Err(var) => problems.push(format!(
-                        "{label}: {path}: environment variable {var} is not set (referenced as ${{{var}}})"
-                    )),
-                }
-            }
-        }
+        toml::Value::String(s) if s.contains("${") => match expand(s) {
+            Ok(expanded) => *s = expanded,
+            Err(var) => problems.push(format!(
+                "{label}: {path}: environment variable {var} is not set (referenced as ${{{var}}})"
+            )),
+        },
         toml::Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 substitute_env(item, &format!("{path}[{i}]"), label, problems);
@@ -115,7 +121,11 @@ fn substitute_env(value: &mut toml::Value, path: &str, label: &str, problems: &m
         }
         toml::Value::Table(t) => {
             for (k, v) in t.iter_mut() {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 substitute_env(v, &p, label, problems);
             }
         }
@@ -161,11 +171,18 @@ fn one_line(s: &str) -> String {
 }
 
 /// Checks that a relation query prepares with one jsonb parameter and returns one json/jsonb column.
-async fn check_relation_sql(client: &mut tokio_postgres::Client, r: &RelationSpec) -> Result<(), String> {
-    let tx = client.transaction().await.map_err(|e| outbox_core::db::describe(&e))?;
+async fn check_relation_sql(
+    client: &mut tokio_postgres::Client,
+    r: &RelationSpec,
+) -> Result<(), String> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| outbox_core::db::describe(&e))?;
     let result = tx.prepare_typed(&r.query, &[Type::JSONB]).await;
     let _ = tx.rollback().await;
-    let statement = result.map_err(|e| format!("query does not prepare: {}", outbox_core::db::describe(&e)))?;
+    let statement =
+        result.map_err(|e| format!("query does not prepare: {}", outbox_core::db::describe(&e)))?;
     let columns = statement.columns();
     if columns.len() != 1 {
         return Err(format!(
@@ -224,7 +241,10 @@ pub async fn run(url: &str, path: &Path, dry_run: bool, prune: bool) -> Result<(
     }
 
     let current: BTreeMap<String, Option<WebhookSpec>> = client
-        .query(&format!("SELECT {WEBHOOK_COLUMNS} FROM outbox.webhooks"), &[])
+        .query(
+            &format!("SELECT {WEBHOOK_COLUMNS} FROM outbox.webhooks"),
+            &[],
+        )
         .await?
         .iter()
         .map(|row| webhook_row(row).map(|w| (w.name, w.spec.ok())))
@@ -250,7 +270,10 @@ pub async fn run(url: &str, path: &Path, dry_run: bool, prune: bool) -> Result<(
         plan.push((change, format!("webhook {}", spec.name)));
     }
     let in_file: HashSet<&str> = parsed.webhooks.iter().map(|w| w.name.as_str()).collect();
-    let removed: Vec<&String> = current.keys().filter(|n| !in_file.contains(n.as_str())).collect();
+    let removed: Vec<&String> = current
+        .keys()
+        .filter(|n| !in_file.contains(n.as_str()))
+        .collect();
     if prune {
         for name in &removed {
             plan.push((Change::Remove, format!("webhook {name}")));
@@ -321,12 +344,18 @@ pub async fn run(url: &str, path: &Path, dry_run: bool, prune: bool) -> Result<(
         .await?;
     for spec in writes {
         let headers = serde_json::to_value(&spec.headers).unwrap_or(Value::Null);
-        let auth = spec.auth.as_ref().map(|a| serde_json::to_value(a).unwrap_or(Value::Null));
+        let auth = spec
+            .auth
+            .as_ref()
+            .map(|a| serde_json::to_value(a).unwrap_or(Value::Null));
         let signature = spec
             .signature
             .as_ref()
             .map(|s| serde_json::to_value(s).unwrap_or(Value::Null));
-        let tls = spec.tls.as_ref().map(|t| serde_json::to_value(t).unwrap_or(Value::Null));
+        let tls = spec
+            .tls
+            .as_ref()
+            .map(|t| serde_json::to_value(t).unwrap_or(Value::Null));
         tx.query_one(
             &upsert,
             &[
@@ -364,8 +393,11 @@ pub async fn run(url: &str, path: &Path, dry_run: bool, prune: bool) -> Result<(
     }
     if prune {
         let names: Vec<&str> = removed.iter().map(|s| s.as_str()).collect();
-        tx.execute("DELETE FROM outbox.webhooks WHERE name = ANY($1)", &[&names])
-            .await?;
+        tx.execute(
+            "DELETE FROM outbox.webhooks WHERE name = ANY($1)",
+            &[&names],
+        )
+        .await?;
         for (e, n) in removed_relations {
             tx.execute(
                 "DELETE FROM outbox.relations WHERE entity = $1 AND name = $2",
@@ -396,10 +428,13 @@ mod tests {
     #[test]
     fn env_references_expand() {
         // SAFETY: tests in this module are the only users of this variable.
-        unsafe { std::env::set_var("OUTBOX_TEST_APPLY_PW", "s3cret") };
-        assert_eq!(expand("a ${OUTBOX_TEST_APPLY_PW} b").unwrap(), "a s3cret b");
+        unsafe { std::env::set_var("RELAY_TEST_APPLY_PW", "s3cret") };
+        assert_eq!(expand("a ${RELAY_TEST_APPLY_PW} b").unwrap(), "a s3cret b");
         assert_eq!(expand("$${LITERAL} $5").unwrap(), "${LITERAL} $5");
-        assert_eq!(expand("${OUTBOX_TEST_NOT_SET_X}").unwrap_err(), "OUTBOX_TEST_NOT_SET_X");
+        assert_eq!(
+            expand("${RELAY_TEST_NOT_SET_X}").unwrap_err(),
+            "RELAY_TEST_NOT_SET_X"
+        );
     }
 
     #[test]
@@ -422,15 +457,18 @@ colour = "red"
 name = "c"
 events = ["order.*"]
 url = "https://x.example/"
-auth = { basic = { username = "u", password = "${OUTBOX_TEST_MISSING_PW}" } }
+auth = { basic = { username = "u", password = "${RELAY_TEST_MISSING_PW}" } }
 "#;
         let problems = parse(Path::new("hooks.toml"), text).unwrap_err();
         let all = problems.join("\n");
         assert!(all.contains("hooks.toml: webhook \"a\": events:"), "{all}");
         assert!(all.contains("hooks.toml: webhook \"a\": timeout:"), "{all}");
         assert!(all.contains("hooks.toml: webhook \"a\": url:"), "{all}");
-        assert!(all.contains("hooks.toml: webhook \"b\": unknown field `colour`"), "{all}");
-        assert!(all.contains("OUTBOX_TEST_MISSING_PW"), "{all}");
+        assert!(
+            all.contains("hooks.toml: webhook \"b\": unknown field `colour`"),
+            "{all}"
+        );
+        assert!(all.contains("RELAY_TEST_MISSING_PW"), "{all}");
         assert!(all.contains("webhook \"c\": auth.basic.password"), "{all}");
     }
 }

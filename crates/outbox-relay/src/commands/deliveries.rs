@@ -95,7 +95,9 @@ pub async fn query(
             &[&status, &webhook, &entity, &entity_id, &limit],
         )
         .await?;
-    rows.iter().map(|r| view(r).map_err(Failure::from)).collect()
+    rows.iter()
+        .map(|r| view(r).map_err(Failure::from))
+        .collect()
 }
 
 /// One delivery and its attempts, for `deliveries show` and `GET /api/deliveries/{id}`.
@@ -165,7 +167,17 @@ pub async fn list(url: &str, args: &ListArgs) -> Result<(), Failure> {
         })
         .collect();
     output::table(
-        &["id", "webhook", "event", "record", "status", "attempts", "http", "updated", "last error"],
+        &[
+            "id",
+            "webhook",
+            "event",
+            "record",
+            "status",
+            "attempts",
+            "http",
+            "updated",
+            "last error",
+        ],
         &rows,
     );
     Ok(())
@@ -190,7 +202,10 @@ pub async fn show(url: &str, id: i64, json: bool) -> Result<(), Failure> {
     }
     println!("delivery   {}", d.id);
     println!("webhook    {}", d.webhook);
-    println!("event      {} ({}) {}/{}", d.event_id, d.event_type, d.entity, d.entity_id);
+    println!(
+        "event      {} ({}) {}/{}",
+        d.event_id, d.event_type, d.entity, d.entity_id
+    );
     println!("status     {} after {} attempt(s)", d.status, d.attempts);
     println!("priority   {}   coalesced {}", d.priority, d.coalesced);
     println!("created    {}", d.created_at.to_rfc3339());
@@ -215,7 +230,17 @@ pub async fn show(url: &str, id: i64, json: bool) -> Result<(), Failure> {
             ]
         })
         .collect();
-    output::table(&["attempt", "started", "took", "outcome", "http", "error / response"], &rows);
+    output::table(
+        &[
+            "attempt",
+            "started",
+            "took",
+            "outcome",
+            "http",
+            "error / response",
+        ],
+        &rows,
+    );
     Ok(())
 }
 
@@ -276,16 +301,28 @@ pub async fn retry(url: &str, args: &RetryArgs) -> Result<(), Failure> {
     for chunk in ids.chunks(1000) {
         requeued.extend(requeue(&client, chunk).await?);
     }
-    let skipped: Vec<i64> = ids.iter().filter(|i| !requeued.contains(i)).copied().collect();
+    let skipped: Vec<i64> = ids
+        .iter()
+        .filter(|i| !requeued.contains(i))
+        .copied()
+        .collect();
     if args.json {
         return output::json(&serde_json::json!({ "requeued": requeued, "skipped": skipped }));
     }
-    println!("re-queued {} deliver{}", requeued.len(), if requeued.len() == 1 { "y" } else { "ies" });
+    println!(
+        "re-queued {} deliver{}",
+        requeued.len(),
+        if requeued.len() == 1 { "y" } else { "ies" }
+    );
     if !skipped.is_empty() {
         println!(
             "skipped {} (unknown, in flight, or their webhook was deleted): {}",
             skipped.len(),
-            skipped.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" ")
+            skipped
+                .iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
         );
     }
     Ok(())

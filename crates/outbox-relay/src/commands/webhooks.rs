@@ -60,19 +60,38 @@ pub async fn list(url: &str, json: bool) -> Result<(), Failure> {
             let c = &w.config;
             let events = c["events"]
                 .as_array()
-                .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
                 .unwrap_or_default();
             vec![
                 w.name.clone(),
-                if c["active"].as_bool().unwrap_or(false) { "yes" } else { "no" }.into(),
+                if c["active"].as_bool().unwrap_or(false) {
+                    "yes"
+                } else {
+                    "no"
+                }
+                .into(),
                 if w.valid { "yes".into() } else { "NO".into() },
                 events,
                 output::clip(c["url"].as_str().unwrap_or(""), 60),
-                output::clip(w.error.as_deref().or(w.disabled_reason.as_deref()).unwrap_or(""), 80),
+                output::clip(
+                    w.error
+                        .as_deref()
+                        .or(w.disabled_reason.as_deref())
+                        .unwrap_or(""),
+                    80,
+                ),
             ]
         })
         .collect();
-    output::table(&["name", "active", "valid", "events", "url", "error"], &rows);
+    output::table(
+        &["name", "active", "valid", "events", "url", "error"],
+        &rows,
+    );
     Ok(())
 }
 
@@ -80,7 +99,9 @@ pub async fn show(url: &str, name: &str, json: bool) -> Result<(), Failure> {
     let client = super::connect_migrated(url).await?;
     let mut shown = load(&client, Some(name)).await?;
     let Some(w) = shown.pop() else {
-        return Err(Failure::invalid(format!("no webhook named {name:?}; `outbox-relay webhooks list` shows them all")));
+        return Err(Failure::invalid(format!(
+            "no webhook named {name:?}; `outbox-relay webhooks list` shows them all"
+        )));
     };
     if json {
         return output::json(&w);

@@ -1,0 +1,468 @@
+//! The spine: transactional emit → claim → route → deliver → log (issue 2).
+
+use std::collections::HashSet;
+use std::process::Stdio;
+use std::time::Duration;
+
+use outbox_testkit::{Reply, TestDb, TestReceiver, wait_until};
+
+use crate::support::*;
+
+#[tokio::test]
+async fn committed_changes_arrive_once_each_and_nothing_else_does() {
+    let db = TestDb::new().await;
+    let receiver = TestReceiver::start().await;
+    apply(
+        &db,
+        &format!(
+            r#"[[webhook]]
+name = "orders"
+events = ["order.*"]
+url = "{}""#,
+            receiver.url("/orders/{{ entity_id }}")
+        ),
+    )
+    .await;
+    let client = db.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE orders (id bigserial PRIMARY KEY, status text NOT NULL);
+             CREATE TRIGGER orders_outbox AFTER INSERT OR UPDATE OR DELETE ON orders
+                 FOR EACH ROW EXECUTE FUNCTION outbox.capture('order');
+             INSERT INTO orders (status) VALUES ('new'), ('new');
+             UPDATE orders SET status = 'paid' WHERE id = 1;
+             UPDATE orders SET status = 'paid' WHERE id = 1;  -- changes nothing
+             DELETE FROM orders WHERE id = 2;",
+        )
+        .await
+        .unwrap();
+    client
+        .batch_execute(
+            "BEGIN; INSERT INTO orders (status) VALUES ('never'); UPDATE orders SET status = 'x'; ROLLBACK;",
+        )
+        .await
+        .unwrap();
+    let relay = start(&db).await;
+
+    let log = wait_for_status(&client, 4, "succeeded").await;
+    let got = receiver.wait_for(4, SOON).await;
+    relay.stop().await;
+
+    assert_eq!(log.len(), 4, "exactly four deliveries: {log:?}");
+    let mut bodies: Vec<serde_json::Value> = got.iter().map(|r| r.json()).collect();
+    bodies.sort_by_key(|b| {
+        b["id"]
+            .as_str()
+            .unwrap()
+            .split('_')
+            .next_back()
+            .unwrap()
+            .parse::<i64>()
+            .unwrap()
+    });
+    let kinds: Vec<(&str, &str)> = bodies
+        .iter()
+        .map(|b| {
+            (
+                b["type"].as_str().unwrap(),
+                b["entity_id"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("order.created", "1"),
+            ("order.created", "2"),
+            ("order.updated", "1"),
+            ("order.deleted", "2"),
+        ]
+    );
+    assert_eq!(bodies[2]["old"]["status"], "new");
+    assert_eq!(bodies[2]["data"]["status"], "paid");
+    assert!(bodies[0].get("old").is_none(), "no old on created");
+    assert_eq!(
+        bodies[3]["data"]["status"], "new",
+        "deleted carries the old row"
+    );
+    assert!(got.iter().all(|r| r.path.starts_with("/orders/")));
+    assert_eq!(receiver.count(), 4, "nothing else arrived");
+}
+
+#[tokio::test]
+async fn bad_producer_input_is_rejected_by_the_database() {
+    let db = TestDb::new().await;
+    let client = db.connect().await;
+    for (sql, expected) in [
+        (
+            "INSERT INTO outbox.events (event_type, entity, entity_id, data) VALUES ('a', 'b', 'c', '[1]')",
+            "data_must_be_a_json_object",
+        ),
+        (
+            "INSERT INTO outbox.events (event_type, entity, entity_id) VALUES ('a', 'b', NULL)",
+            "entity_id",
+        ),
+        (
+            "SELECT outbox.emit('a', 'b', '', '{}')",
+            "entity_id_must_not_be_empty",
+        ),
+    ] {
+        let err = client.batch_execute(sql).await.unwrap_err();
+        let message = outbox_core::db::describe(&err);
+        assert!(message.contains(expected), "{sql}: {message}");
+    }
+    let id: i64 = client
+        .query_one(
+            "SELECT outbox.emit('shipment.shipped', 'Warehouse\\Shipment', '7', '{\"id\": 7}'::jsonb)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM outbox.events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 1);
+    assert!(id > 0);
+
+    client
+        .batch_execute("CREATE TABLE t (code text); CREATE TRIGGER t_outbox AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION outbox.capture('thing');")
+        .await
+        .unwrap();
+    let err = client
+        .batch_execute("INSERT INTO t VALUES ('x')")
+        .await
+        .unwrap_err();
+    assert!(
+        outbox_core::db::describe(&err).contains("column \"id\" is missing or NULL"),
+        "{}",
+        outbox_core::db::describe(&err)
+    );
+}
+
+#[tokio::test]
+async fn one_event_fans_out_to_every_matching_webhook() {
+    let db = TestDb::new().await;
+    let receiver = TestReceiver::start().await;
+    let hook = |name: &str, events: &str| {
+        format!(
+            "[[webhook]]\nname = \"{name}\"\nevents = {events}\nurl = \"{}\"\n",
+            receiver.url(&format!("/{name}"))
+        )
+    };
+    apply(
+        &db,
+        &[
+            hook("exact", r#"["order.created"]"#),
+            hook("prefix", r#"["order.*"]"#),
+            hook("all", r#"["*"]"#),
+            hook("other", r#"["shipment.*", "order.deleted"]"#),
+        ]
+        .concat(),
+    )
+    .await;
+    let relay = start(&db).await;
+    let client = db.connect().await;
+    client
+        .execute(
+            "SELECT outbox.emit('order.created', 'order', '42', '{\"id\": 42}')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let log = wait_for_status(&client, 3, "succeeded").await;
+    receiver.wait_for(3, SOON).await;
+    relay.stop().await;
+
+    let mut webhooks: Vec<&str> = log.iter().map(|d| d.webhook.as_str()).collect();
+    webhooks.sort();
+    assert_eq!(webhooks, vec!["all", "exact", "prefix"]);
+    let mut paths: Vec<String> = receiver.requests().iter().map(|r| r.path.clone()).collect();
+    paths.sort();
+    assert_eq!(paths, vec!["/all", "/exact", "/prefix"]);
+    // One delivery per (event, webhook): distinct webhook-ids.
+    let ids: HashSet<String> = receiver
+        .requests()
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 3);
+}
+
+#[tokio::test]
+async fn failures_are_retried_and_every_attempt_is_recorded() {
+    let db = TestDb::new().await;
+    let receiver = TestReceiver::start().await;
+    receiver.push([
+        Reply::status(500).body("boom"),
+        Reply::status(502),
+        Reply::ok().body("thanks"),
+    ]);
+    apply(
+        &db,
+        &format!(
+            "[[webhook]]\nname = \"flaky\"\nevents = [\"*\"]\nurl = \"{}\"\nretry_schedule = [\"50ms\"]\n",
+            receiver.url("/hook")
+        ),
+    )
+    .await;
+    let relay = start(&db).await;
+    let client = db.connect().await;
+    client
+        .execute("SELECT outbox.emit('order.created', 'order', '1')", &[])
+        .await
+        .unwrap();
+    let log = wait_for_status(&client, 1, "succeeded").await;
+    relay.stop().await;
+
+    assert_eq!(log[0].attempts, 3);
+    assert_eq!(
+        attempts(&client, log[0].id).await,
+        vec![
+            (1, Some(500), "http_error".to_string()),
+            (2, Some(502), "http_error".to_string()),
+            (3, Some(200), "success".to_string()),
+        ]
+    );
+    let got = receiver.requests();
+    assert_eq!(got.len(), 3);
+    let attempt_headers: Vec<&str> = got
+        .iter()
+        .map(|r| r.header("webhook-attempt").unwrap())
+        .collect();
+    assert_eq!(attempt_headers, vec!["1", "2", "3"]);
+    let ids: HashSet<&str> = got
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap())
+        .collect();
+    assert_eq!(ids.len(), 1, "webhook-id is stable across attempts");
+    for r in &got {
+        assert_eq!(
+            r.header("user-agent"),
+            Some(concat!("outbox-relay/", env!("CARGO_PKG_VERSION")))
+        );
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        let ts: i64 = r.header("webhook-timestamp").unwrap().parse().unwrap();
+        assert!((ts - chrono::Utc::now().timestamp()).abs() < 600);
+    }
+    let row = client
+        .query_one(
+            "SELECT last_status, last_response FROM outbox.delivery_log WHERE id = $1",
+            &[&log[0].id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Option<i32>>(0), Some(200));
+    assert_eq!(row.get::<_, Option<String>>(1).as_deref(), Some("thanks"));
+}
+
+#[tokio::test]
+async fn a_delivery_that_keeps_failing_dies_and_raises_an_alert_event() {
+    let db = TestDb::new().await;
+    let receiver = TestReceiver::start().await;
+    receiver.handle(|_| Reply::status(503).body("down"));
+    apply(
+        &db,
+        &format!(
+            "[[webhook]]\nname = \"down\"\nevents = [\"order.*\"]\nurl = \"{}\"\nmax_attempts = 2\nretry_schedule = [\"50ms\"]\n",
+            receiver.url("/down")
+        ),
+    )
+    .await;
+    let relay = start(&db).await;
+    let client = db.connect().await;
+    client
+        .execute(
+            "SELECT outbox.emit('order.created', 'order', '9', '{\"id\": 9}')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let log = wait_for_status(&client, 1, "dead").await;
+    relay.stop().await;
+
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].attempts, 2);
+    assert_eq!(attempts(&client, log[0].id).await.len(), 2);
+    assert_eq!(receiver.count(), 2);
+    let alert = client
+        .query_one(
+            "SELECT entity, entity_id, data FROM outbox.events WHERE event_type = 'relay.delivery.dead'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(alert.get::<_, String>(0), "delivery");
+    assert_eq!(alert.get::<_, String>(1), log[0].id.to_string());
+    let data: serde_json::Value = alert.get(2);
+    assert_eq!(data["webhook"], "down");
+    assert_eq!(data["event_type"], "order.created");
+    assert_eq!(data["entity_id"], "9");
+    assert_eq!(data["attempts"], 2);
+    assert_eq!(data["last_status"], 503);
+}
+
+#[tokio::test]
+async fn an_abandoned_attempt_is_retried_after_the_lease_with_the_same_webhook_id() {
+    let db = TestDb::new().await;
+    let receiver = TestReceiver::start().await;
+    // The first request hangs (its relay is killed meanwhile); the retry succeeds.
+    receiver.push([Reply::ok().delay(Duration::from_secs(60))]);
+    apply(
+        &db,
+        &format!(
+            "[[webhook]]\nname = \"slow\"\nevents = [\"*\"]\nurl = \"{}\"\ntimeout = \"2s\"\n",
+            receiver.url("/slow")
+        ),
+    )
+    .await;
+    let client = db.connect().await;
+    client
+        .execute("SELECT outbox.emit('order.created', 'order', '1')", &[])
+        .await
+        .unwrap();
+
+    let mut doomed = std::process::Command::new(env!("CARGO_BIN_EXE_outbox-relay"))
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .env("DATABASE_URL", &db.url)
+        .env("OUTBOX_LEASE", "1s")
+        .env("OUTBOX_POLL_INTERVAL", "100ms")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("relay binary starts");
+    receiver.wait_for(1, SOON).await;
+    doomed.kill().expect("kill -9 the relay");
+    let _ = doomed.wait();
+
+    let mut settings = settings(&db);
+    settings.lease = Duration::from_secs(1);
+    let relay = outbox_relay::relay::Relay::start(settings).await.unwrap();
+    let log = wait_for_status(&client, 1, "succeeded").await;
+    relay.stop().await;
+
+    let got = receiver.requests();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].header("webhook-id"), got[1].header("webhook-id"));
+    assert_eq!(got[0].header("webhook-attempt"), Some("1"));
+    assert_eq!(got[1].header("webhook-attempt"), Some("2"));
+    assert_eq!(log[0].attempts, 2);
+    let tried = attempts(&client, log[0].id).await;
+    assert_eq!(
+        tried,
+        vec![
+            (1, None, "abandoned".to_string()),
+            (2, Some(200), "success".to_string())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn two_relays_attempt_every_delivery_exactly_once() {
+    let db = TestDb::new().await;
+    let receiver = TestReceiver::start().await;
+    apply(
+        &db,
+        &format!(
+            "[[webhook]]\nname = \"bulk\"\nevents = [\"item.*\"]\nurl = \"{}\"\n",
+            receiver.url("/bulk")
+        ),
+    )
+    .await;
+    let a = start(&db).await;
+    let b = start(&db).await;
+    let client = db.connect().await;
+    const N: usize = 3000;
+    for chunk in 0..(N / 500) {
+        client
+            .execute(
+                "INSERT INTO outbox.events (event_type, entity, entity_id, data)
+                 SELECT 'item.created', 'item', i::text, jsonb_build_object('i', i)
+                 FROM generate_series($1::int, $1::int + 499) i",
+                &[&((chunk * 500) as i32)],
+            )
+            .await
+            .unwrap();
+    }
+    let log = wait_for_status(&client, N, "succeeded").await;
+    a.stop().await;
+    b.stop().await;
+
+    assert_eq!(log.len(), N, "one delivery per event");
+    assert!(log.iter().all(|d| d.attempts == 1));
+    let got = receiver.requests();
+    assert_eq!(got.len(), N, "every delivery sent exactly once");
+    let ids: HashSet<&str> = got
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap())
+        .collect();
+    assert_eq!(ids.len(), N);
+    let attempt_rows: i64 = client
+        .query_one("SELECT count(*) FROM outbox.attempts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(attempt_rows, N as i64);
+}
+
+#[tokio::test]
+async fn the_listener_survives_losing_its_connection() {
+    let db = TestDb::new().await;
+    let receiver = TestReceiver::start().await;
+    apply(
+        &db,
+        &format!(
+            "[[webhook]]\nname = \"w\"\nevents = [\"*\"]\nurl = \"{}\"\n",
+            receiver.url("/w")
+        ),
+    )
+    .await;
+    // Polling so slow that only notifications (and the rescan after reconnecting) deliver in time.
+    let mut settings = settings(&db);
+    settings.poll_interval = Duration::from_secs(600);
+    let relay = outbox_relay::relay::Relay::start(settings).await.unwrap();
+    let client = db.connect().await;
+    let listener_pid = || async {
+        client
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()
+                 AND application_name = 'outbox-relay listener' AND query ILIKE 'LISTEN%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .map(|r| r.get::<_, i32>(0))
+    };
+    let first = wait_until(SOON, "the LISTEN connection", listener_pid).await;
+    client
+        .execute("SELECT outbox.emit('a.b', 'a', '1')", &[])
+        .await
+        .unwrap();
+    receiver.wait_for(1, SOON).await;
+
+    client
+        .execute("SELECT pg_terminate_backend($1)", &[&first])
+        .await
+        .unwrap();
+    // Written while the listener is away.
+    client
+        .execute("SELECT outbox.emit('a.b', 'a', '2')", &[])
+        .await
+        .unwrap();
+    receiver.wait_for(2, SOON).await;
+    let second = wait_until(SOON, "a new LISTEN connection", || async {
+        listener_pid().await.filter(|p| *p != first)
+    })
+    .await;
+    assert_ne!(first, second);
+    // And notifications work on the new connection.
+    client
+        .execute("SELECT outbox.emit('a.b', 'a', '3')", &[])
+        .await
+        .unwrap();
+    receiver.wait_for(3, SOON).await;
+    relay.stop().await;
+    assert_eq!(receiver.count(), 3);
+}
