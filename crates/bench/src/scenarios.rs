@@ -1,0 +1,613 @@
+//! The benchmark scenarios and the report.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio_postgres::{Client, NoTls};
+
+use crate::Args;
+use crate::procs::{Receiver, RelayProc, http_get, relay_binary};
+use crate::receiver::now_us;
+
+struct Row {
+    what: String,
+    target: String,
+    measured: String,
+    verdict: &'static str,
+}
+
+struct Bench<'a> {
+    args: &'a Args,
+    admin: String,
+    relay_bin: PathBuf,
+    receiver: Receiver,
+    rows: Vec<Row>,
+}
+
+pub async fn run_all(args: &Args) -> anyhow::Result<()> {
+    let mut cluster = None;
+    let admin = match &args.database_url {
+        Some(url) => url.clone(),
+        None => {
+            eprintln!("no DATABASE_URL: starting a private Postgres from the local binaries");
+            let c = outbox_core::cluster::PrivateCluster::start(&Default::default())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let url = c.url("postgres");
+            cluster = Some(c);
+            url
+        }
+    };
+    let mut bench = Bench {
+        args,
+        relay_bin: relay_binary(args.relay_bin.as_deref())?,
+        receiver: Receiver::start()?,
+        admin,
+        rows: Vec::new(),
+    };
+    print_machine(&bench.admin).await;
+    for scenario in &args.scenarios {
+        match scenario.as_str() {
+            "throughput" => bench.throughput().await?,
+            "latency" => bench.latency().await?,
+            "backlog" => bench.backlog().await?,
+            "producer" => bench.producer().await?,
+            "scaleout" => bench.scaleout().await?,
+            other => bail!(
+                "unknown scenario {other:?}; use throughput, latency, backlog, producer, scaleout"
+            ),
+        }
+    }
+    bench.report();
+    drop(cluster);
+    Ok(())
+}
+
+async fn print_machine(admin: &str) {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let version = match connect(admin).await {
+        Ok(c) => c
+            .query_one("SHOW server_version", &[])
+            .await
+            .map(|r| r.get::<_, String>(0))
+            .unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    println!("machine: {cores} cores; Postgres {version}");
+}
+
+async fn connect(url: &str) -> anyhow::Result<Client> {
+    let (client, conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .with_context(|| format!("connecting to {}", outbox_core::db::redact_url(url)))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{db}?{q}"),
+        None => format!("{base}/{db}"),
+    }
+}
+
+impl Bench<'_> {
+    /// A fresh migrated database with one webhook to the receiver.
+    async fn fresh_db(&self, name: &str) -> anyhow::Result<String> {
+        let admin = connect(&self.admin).await?;
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await?;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await?;
+        let url = with_database(&self.admin, name);
+        let mut client = connect(&url).await?;
+        outbox_core::migrate(&mut client)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        client
+            .execute(
+                "INSERT INTO outbox.webhooks (name, events, url) VALUES ('bench', '{bench.*}', $1)",
+                &[&self.receiver.url("/hook")],
+            )
+            .await?;
+        Ok(url)
+    }
+
+    fn relay_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("OUTBOX_CONCURRENCY", self.args.concurrency.to_string()),
+            ("OUTBOX_CLAIM_BATCH", self.args.claim_batch.to_string()),
+            ("OUTBOX_POLL_INTERVAL", "100ms".into()),
+        ]
+    }
+
+    async fn start_relays(&self, url: &str, n: usize) -> anyhow::Result<Vec<RelayProc>> {
+        let mut relays = Vec::new();
+        for _ in 0..n {
+            relays.push(RelayProc::start(&self.relay_bin, url, &self.relay_env())?);
+        }
+        for r in &relays {
+            r.wait_ready().await?;
+        }
+        Ok(relays)
+    }
+
+    async fn reset_receiver(&self) -> anyhow::Result<()> {
+        http_get(self.receiver.port, "/reset").await?;
+        Ok(())
+    }
+
+    async fn received(&self) -> u64 {
+        http_get(self.receiver.port, "/count")
+            .await
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    async fn arrivals(&self) -> anyhow::Result<Vec<(u64, u64)>> {
+        let text = http_get(self.receiver.port, "/arrivals").await?;
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    /// Waits until `n` requests arrived and every delivery is recorded as finished.
+    async fn wait_drained(
+        &self,
+        client: &Client,
+        n: u64,
+        limit: Duration,
+    ) -> anyhow::Result<Instant> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.received().await >= n {
+                let queued: i64 = client
+                    .query_one("SELECT count(*) FROM outbox.deliveries", &[])
+                    .await?
+                    .get(0);
+                let done: i64 = client
+                    .query_one("SELECT count(*) FROM outbox.deliveries_done", &[])
+                    .await?
+                    .get(0);
+                if queued == 0 && done as u64 >= n {
+                    return Ok(Instant::now());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "not drained after {limit:?}: {} of {n} received",
+                    self.received().await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Commits `n` events from the configured producers; returns when all are committed.
+    async fn produce(&self, url: &str, n: u64, batch: u64) -> anyhow::Result<()> {
+        let next = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..self.args.producers {
+            let client = connect(url).await?;
+            let next = next.clone();
+            tasks.push(tokio::spawn(async move {
+                let insert = client
+                    .prepare(
+                        "INSERT INTO outbox.events (event_type, entity, entity_id, data)
+                         SELECT 'bench.created', 'bench', s::text, jsonb_build_object('seq', s, 'note', 'benchmark event')
+                         FROM generate_series($1::bigint, $2::bigint) s",
+                    )
+                    .await?;
+                loop {
+                    let start = next.fetch_add(batch, Ordering::Relaxed);
+                    if start >= n {
+                        return Ok::<_, anyhow::Error>(());
+                    }
+                    let end = (start + batch).min(n) - 1;
+                    client.execute(&insert, &[&(start as i64), &(end as i64)]).await?;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        Ok(())
+    }
+
+    async fn throughput_run(&self, relays: usize, db: &str) -> anyhow::Result<(f64, f64, f64)> {
+        let n = self.args.events;
+        let url = self.fresh_db(db).await?;
+        let client = connect(&url).await?;
+        let procs = self.start_relays(&url, relays).await?;
+        self.reset_receiver().await?;
+        let cpu0: f64 = procs.iter().map(|p| p.cpu_seconds()).sum();
+        let t0 = Instant::now();
+        self.produce(&url, n, self.args.batch).await?;
+        let committed = t0.elapsed();
+        let t1 = self
+            .wait_drained(&client, n, Duration::from_secs(600))
+            .await?;
+        let cpu = procs.iter().map(|p| p.cpu_seconds()).sum::<f64>() - cpu0;
+        let rss = procs.iter().map(|p| p.peak_rss_mib()).fold(0.0, f64::max);
+        let elapsed = t1 - t0;
+        let rate = n as f64 / elapsed.as_secs_f64();
+        // Exactly once: every delivery attempted once, every event received once.
+        let attempts: i64 = client
+            .query_one("SELECT count(*) FROM outbox.attempts", &[])
+            .await?
+            .get(0);
+        let arrivals = self.arrivals().await?;
+        let distinct: std::collections::HashSet<u64> = arrivals.iter().map(|a| a.0).collect();
+        if attempts as u64 != n || arrivals.len() as u64 != n || distinct.len() as u64 != n {
+            bail!(
+                "duplicates or losses: {n} events, {attempts} attempts, {} requests, {} distinct",
+                arrivals.len(),
+                distinct.len()
+            );
+        }
+        for p in procs {
+            p.stop();
+        }
+        println!(
+            "throughput, {relays} relay(s): {n} events committed in {:.2}s, all delivered and recorded in {:.2}s \
+             = {rate:.0} deliveries/s; relay CPU {cpu:.2}s; peak RSS {rss:.1} MiB",
+            committed.as_secs_f64(),
+            elapsed.as_secs_f64()
+        );
+        Ok((rate, cpu / n as f64 * 10_000.0, rss))
+    }
+
+    async fn throughput(&mut self) -> anyhow::Result<()> {
+        let (rate, cpu_per_10k, rss) = self.throughput_run(1, "outbox_bench_tp").await?;
+        self.rows.push(Row {
+            what: format!(
+                "sustained throughput ({} events, 1 relay)",
+                self.args.events
+            ),
+            target: "≥ 10,000/s (stretch 20,000)".into(),
+            measured: format!("{rate:.0} deliveries/s"),
+            verdict: verdict(rate >= 10_000.0),
+        });
+        self.rows.push(Row {
+            what: "relay peak RSS".into(),
+            target: "≤ 64 MiB".into(),
+            measured: format!("{rss:.1} MiB"),
+            verdict: verdict(rss <= 64.0),
+        });
+        self.rows.push(Row {
+            what: "relay CPU per 10k deliveries".into(),
+            target: "(reported)".into(),
+            measured: format!("{cpu_per_10k:.2} s"),
+            verdict: "-",
+        });
+        Ok(())
+    }
+
+    async fn scaleout(&mut self) -> anyhow::Result<()> {
+        for relays in [2usize, 3] {
+            let (rate, _, _) = self
+                .throughput_run(relays, &format!("outbox_bench_scale{relays}"))
+                .await?;
+            self.rows.push(Row {
+                what: format!("throughput with {relays} relays, no duplicate attempts"),
+                target: "(reported; shares the work)".into(),
+                measured: format!("{rate:.0} deliveries/s"),
+                verdict: "-",
+            });
+        }
+        Ok(())
+    }
+
+    async fn latency(&mut self) -> anyhow::Result<()> {
+        let url = self.fresh_db("outbox_bench_latency").await?;
+        let client = connect(&url).await?;
+        let procs = self.start_relays(&url, 1).await?;
+        self.reset_receiver().await?;
+        let rate = self.args.rate;
+        let total = rate * self.args.latency_seconds;
+        let commits: Arc<std::sync::Mutex<HashMap<u64, u64>>> = Arc::default();
+        let next = Arc::new(AtomicU64::new(0));
+        let start = tokio::time::Instant::now() + Duration::from_millis(100);
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let client = connect(&url).await?;
+            let next = next.clone();
+            let commits = commits.clone();
+            tasks.push(tokio::spawn(async move {
+                let insert = client
+                    .prepare(
+                        "INSERT INTO outbox.events (event_type, entity, entity_id, data)
+                         VALUES ('bench.created', 'bench', $1, jsonb_build_object('seq', $1::text))",
+                    )
+                    .await?;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= total {
+                        return Ok::<_, anyhow::Error>(());
+                    }
+                    let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
+                    tokio::time::sleep_until(due).await;
+                    client.execute(&insert, &[&i.to_string()]).await?;
+                    commits.lock().expect("commits").insert(i, now_us());
+                }
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        self.wait_drained(&client, total, Duration::from_secs(120))
+            .await?;
+        for p in procs {
+            p.stop();
+        }
+        let commits = commits.lock().expect("commits").clone();
+        let mut latencies: Vec<f64> = self
+            .arrivals()
+            .await?
+            .iter()
+            .filter_map(|(seq, at)| commits.get(seq).map(|c| (*at as f64 - *c as f64) / 1000.0))
+            .collect();
+        latencies.sort_by(|a, b| a.total_cmp(b));
+        let p =
+            |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+        let (p50, p95, p99) = (p(0.50), p(0.95), p(0.99));
+        println!(
+            "latency at {rate} events/s for {}s: p50 {p50:.2} ms, p95 {p95:.2} ms, p99 {p99:.2} ms, max {:.2} ms",
+            self.args.latency_seconds,
+            latencies.last().copied().unwrap_or(0.0)
+        );
+        self.rows.push(Row {
+            what: format!("commit → receipt p50 at {rate}/s"),
+            target: "≤ 5 ms".into(),
+            measured: format!("{p50:.2} ms"),
+            verdict: verdict(p50 <= 5.0),
+        });
+        self.rows.push(Row {
+            what: format!("commit → receipt p95 at {rate}/s"),
+            target: "(reported)".into(),
+            measured: format!("{p95:.2} ms"),
+            verdict: "-",
+        });
+        self.rows.push(Row {
+            what: format!("commit → receipt p99 at {rate}/s"),
+            target: "≤ 25 ms".into(),
+            measured: format!("{p99:.2} ms"),
+            verdict: verdict(p99 <= 25.0),
+        });
+        Ok(())
+    }
+
+    async fn backlog(&mut self) -> anyhow::Result<()> {
+        let mut rates = Vec::new();
+        for &size in &self.args.backlogs {
+            let url = self.fresh_db("outbox_bench_backlog").await?;
+            let client = connect(&url).await?;
+            let chunk = 50_000u64;
+            let mut start = 0;
+            while start < size {
+                let end = (start + chunk).min(size) - 1;
+                client
+                    .execute(
+                        "INSERT INTO outbox.events (event_type, entity, entity_id, data)
+                         SELECT 'bench.created', 'bench', s::text, jsonb_build_object('seq', s, 'note', 'benchmark event')
+                         FROM generate_series($1::bigint, $2::bigint) s",
+                        &[&(start as i64), &(end as i64)],
+                    )
+                    .await?;
+                start = end + 1;
+            }
+            client.batch_execute("ANALYZE outbox.events").await?;
+            self.reset_receiver().await?;
+            let t0 = Instant::now();
+            let procs = self.start_relays(&url, 1).await?;
+            let t1 = self
+                .wait_drained(&client, size, Duration::from_secs(3600))
+                .await?;
+            let rss = procs.iter().map(|p| p.peak_rss_mib()).fold(0.0, f64::max);
+            for p in procs {
+                p.stop();
+            }
+            let rate = size as f64 / (t1 - t0).as_secs_f64();
+            let stats = table_stats(&client).await?;
+            println!(
+                "backlog of {size}: drained in {:.1}s = {rate:.0} deliveries/s; peak RSS {rss:.1} MiB; {stats}",
+                (t1 - t0).as_secs_f64()
+            );
+            self.rows.push(Row {
+                what: format!("backlog drain, {size} events"),
+                target: "same rate for 10k and 1M".into(),
+                measured: format!("{rate:.0} deliveries/s"),
+                verdict: "-",
+            });
+            rates.push(rate);
+        }
+        if rates.len() >= 2 {
+            let ratio = rates[rates.len() - 1] / rates[0];
+            self.rows.push(Row {
+                what: "largest backlog rate / smallest backlog rate".into(),
+                target: "≈ 1 (no slow-down with size)".into(),
+                measured: format!("{ratio:.2}"),
+                verdict: verdict(ratio >= 0.8),
+            });
+        }
+        Ok(())
+    }
+
+    async fn producer(&mut self) -> anyhow::Result<()> {
+        let Some(pgbench) = find_pgbench() else {
+            println!("producer overhead: skipped (no pgbench binary found)");
+            return Ok(());
+        };
+        let url = self.fresh_db("outbox_bench_producer").await?;
+        let scale = if self.args.smoke { "1" } else { "10" };
+        run(Command::new(&pgbench).args(["-i", "-q", "-s", scale, &url]))?;
+        let client = connect(&url).await?;
+        let secs = self.args.pgbench_seconds.to_string();
+        let tps = |label: &str| -> anyhow::Result<f64> {
+            let out =
+                run(Command::new(&pgbench).args(["-n", "-c", "8", "-j", "2", "-T", &secs, &url]))?;
+            let tps = out
+                .lines()
+                .find(|l| l.starts_with("tps ="))
+                .and_then(|l| l.split_whitespace().nth(2))
+                .and_then(|v| v.parse::<f64>().ok())
+                .context("pgbench printed no tps")?;
+            println!("pgbench tpcb-like, 8 clients, {label}: {tps:.0} tps");
+            Ok(tps)
+        };
+        let plain = tps("no trigger")?;
+        client
+            .batch_execute(
+                "CREATE TRIGGER accounts_outbox AFTER INSERT OR UPDATE OR DELETE ON pgbench_accounts
+                 FOR EACH ROW EXECUTE FUNCTION outbox.capture('account', 'aid')",
+            )
+            .await?;
+        // Someone listens, as a running relay would (NOTIFY then really queues notifications).
+        let listener = connect(&url).await?;
+        listener.batch_execute("LISTEN outbox_events").await?;
+        let notify_on = tps("capture trigger, notify on")?;
+        client
+            .batch_execute("ALTER TABLE outbox.events DISABLE TRIGGER events_notify")
+            .await?;
+        let notify_off = tps("capture trigger, notify off")?;
+        drop(listener);
+        let cost = |with: f64| (1.0 - with / plain) * 100.0;
+        self.rows.push(Row {
+            what: "capture trigger cost (pgbench, 8 clients, notify on)".into(),
+            target: "≤ 10% of throughput".into(),
+            measured: format!("{:.1}% ({plain:.0} → {notify_on:.0} tps)", cost(notify_on)),
+            verdict: verdict(cost(notify_on) <= 10.0),
+        });
+        self.rows.push(Row {
+            what: "capture trigger cost (pgbench, 8 clients, notify off)".into(),
+            target: "≤ 10% of throughput".into(),
+            measured: format!(
+                "{:.1}% ({plain:.0} → {notify_off:.0} tps)",
+                cost(notify_off)
+            ),
+            verdict: verdict(cost(notify_off) <= 10.0),
+        });
+        Ok(())
+    }
+
+    fn report(&self) {
+        let w0 = self
+            .rows
+            .iter()
+            .map(|r| r.what.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(6);
+        let w1 = self
+            .rows
+            .iter()
+            .map(|r| r.target.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(6);
+        let w2 = self
+            .rows
+            .iter()
+            .map(|r| r.measured.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(8);
+        println!();
+        if self.args.smoke {
+            println!("(smoke run: tiny sizes; the figures below mean nothing)");
+        }
+        println!(
+            "| {:<w0$} | {:<w1$} | {:<w2$} | met |",
+            "figure", "target", "measured"
+        );
+        println!(
+            "|{}|{}|{}|-----|",
+            "-".repeat(w0 + 2),
+            "-".repeat(w1 + 2),
+            "-".repeat(w2 + 2)
+        );
+        for r in &self.rows {
+            println!(
+                "| {:<w0$} | {:<w1$} | {:<w2$} | {:<3} |",
+                r.what, r.target, r.measured, r.verdict
+            );
+        }
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "yes" } else { "no" }
+}
+
+async fn table_stats(client: &Client) -> anyhow::Result<String> {
+    let rows = client
+        .query(
+            "SELECT relname, n_live_tup, n_dead_tup, pg_size_pretty(pg_total_relation_size(relid))
+             FROM pg_stat_user_tables WHERE schemaname = 'outbox'
+               AND relname IN ('events', 'deliveries', 'deliveries_done', 'attempts')
+             ORDER BY relname",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{} live {} dead {} ({})",
+                r.get::<_, String>(0),
+                r.get::<_, i64>(1),
+                r.get::<_, i64>(2),
+                r.get::<_, String>(3)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", "))
+}
+
+fn find_pgbench() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let p = dir.join("pgbench");
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("bin/pgbench"))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            Path::new(cmd.get_program()).display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
