@@ -64,21 +64,29 @@ impl Router {
         };
         let cursor_txid: String = cursor.try_get(0)?;
         let cursor_id: i64 = cursor.try_get(1)?;
+        let prev: String = cursor.try_get(2)?;
+        let cur: String = cursor.try_get(3)?;
 
         // The rest of the current window; if it runs short, the window is exhausted: open the next
         // one (everything committed up to now) and fill the page from it, so a wake-up routes what
         // was committed before it, not only what was committed before the previous one.
         let page_stmt = tx.prepare_cached(sql::ROUTE_PAGE).await?;
         let mut rows = tx
-            .query(&page_stmt, &[&cursor_txid, &cursor_id, &self.page_size])
+            .query(
+                &page_stmt,
+                &[&cursor_txid, &cursor_id, &self.page_size, &prev, &cur],
+            )
             .await?;
         let mut cursor = None;
         let exhausted = (rows.len() as i64) < self.page_size;
         if exhausted {
             let advance = tx.prepare_cached(sql::ROUTE_ADVANCE).await?;
-            tx.execute(&advance, &[]).await?;
+            let next = tx.query_one(&advance, &[]).await?;
+            let (prev, cur): (String, String) = (next.try_get(0)?, next.try_get(1)?);
             let room = self.page_size - rows.len() as i64;
-            let fresh = tx.query(&page_stmt, &[&"0", &0i64, &room]).await?;
+            let fresh = tx
+                .query(&page_stmt, &[&"0", &0i64, &room, &prev, &cur])
+                .await?;
             if let Some(last) = fresh.last() {
                 cursor = Some((last.try_get::<_, String>(8)?, last.try_get::<_, i64>(0)?));
             }
