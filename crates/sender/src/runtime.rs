@@ -57,6 +57,17 @@ pub struct Sender {
     wakeup: Arc<Notify>,
 }
 
+/// What the dispatcher does after a claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Claim again at once: more is due and there is room.
+    Again,
+    /// More may be due but slots are full: claim when a request finishes.
+    WaitForCapacity,
+    /// Nothing due: wait for a wake-up or the poll interval.
+    Idle,
+}
+
 /// A claimed delivery.
 struct Claimed {
     delivery_id: i64,
@@ -142,13 +153,13 @@ impl Sender {
                 break;
             }
             while tasks.try_join_next().is_some() {}
-            let backlog = match self
+            let next = match self
                 .claim_round(&slots, &in_flight, &freed, &done, &mut tasks)
                 .await
             {
-                Ok(more) => {
+                Ok(next) => {
                     failures = 0;
-                    more
+                    next
                 }
                 Err(e) => {
                     failures += 1;
@@ -162,15 +173,16 @@ impl Sender {
                     continue;
                 }
             };
-            if backlog && slots.available_permits() > 0 {
+            if next == Next::Again {
                 // More is due and there is room: claim again at once.
                 tokio::task::yield_now().await;
                 continue;
             }
+            let blocked = next == Next::WaitForCapacity;
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = self.wakeup.notified() => {}
-                _ = freed.notified(), if backlog => {
+                _ = freed.notified(), if blocked => {
                     // Let a few more slots free up so the next claim is a batch, not a trickle.
                     let want = (concurrency.min(self.options.claim_batch) / 4).max(1);
                     let deadline = tokio::time::Instant::now() + Duration::from_millis(2);
@@ -189,7 +201,7 @@ impl Sender {
         drop(done);
     }
 
-    /// Claims what fits and starts a task per delivery. Returns whether more may be due right now.
+    /// Claims what fits and starts a task per delivery. Says what to do next.
     async fn claim_round(
         self: &Arc<Self>,
         slots: &Arc<Semaphore>,
@@ -197,10 +209,10 @@ impl Sender {
         freed: &Arc<Notify>,
         done: &mpsc::UnboundedSender<Completion>,
         tasks: &mut JoinSet<()>,
-    ) -> Result<bool, Error> {
+    ) -> Result<Next, Error> {
         let free = slots.available_permits().min(self.options.claim_batch);
         if free == 0 {
-            return Ok(true);
+            return Ok(Next::WaitForCapacity);
         }
         let directory = self.directory.load_full();
         let (ids, limits, leases) = {
@@ -232,7 +244,11 @@ impl Sender {
         };
         if ids.is_empty() {
             // Every webhook is at its max_in_flight (or none is active).
-            return Ok(!directory.sendable.is_empty());
+            return Ok(if directory.sendable.is_empty() {
+                Next::Idle
+            } else {
+                Next::WaitForCapacity
+            });
         }
         let client = self.pool.get().await?;
         let claim = client.prepare_cached(sql::CLAIM).await?;
@@ -296,7 +312,15 @@ impl Sender {
             .iter()
             .zip(&limits)
             .any(|(id, limit)| per_webhook.get(id).copied().unwrap_or(0) >= *limit);
-        Ok(rows.len() as i64 >= total || filled_a_webhook)
+        Ok(if rows.len() as i64 >= total && slots.available_permits() > 0 {
+            // The batch limit, not the queue, ended this claim.
+            Next::Again
+        } else if rows.len() as i64 >= total || filled_a_webhook {
+            // Some webhook (or the whole relay) is at its limit and may have more due.
+            Next::WaitForCapacity
+        } else {
+            Next::Idle
+        })
     }
 
     /// One attempt: related records, render, sign, send, classify.
