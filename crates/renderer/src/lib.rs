@@ -21,9 +21,14 @@
 //! ```
 
 mod context;
+mod escape;
+mod fields;
+mod filters;
 mod templates;
 
 pub use context::RenderContext;
+pub use escape::{escape_html, escape_xml, percent_encode};
+pub use fields::{MergeField, merge_fields};
 pub use templates::{
-    MAX_OUTPUT, RenderError, Rendered, TemplateError, Templates, default_body, sample_event,
+    FUEL, MAX_OUTPUT, RenderError, Rendered, TemplateError, Templates, default_body, sample_event,
 };
