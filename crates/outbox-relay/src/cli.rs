@@ -148,6 +148,7 @@ pub struct TestArgs {
     /// written to the queue.
     #[arg(long)]
     pub send: bool,
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }
@@ -159,6 +160,7 @@ pub struct FieldsArgs {
     /// Use the latest event of this record (entity_id) instead of the latest of the type.
     #[arg(long)]
     pub entity_id: Option<String>,
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }

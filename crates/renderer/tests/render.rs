@@ -708,3 +708,14 @@ fn url_sample_check_needs_no_real_data_but_an_absolute_url() {
         Err(RenderError::BadUrl { .. })
     ));
 }
+
+#[test]
+fn optional_fields_can_be_guarded() {
+    let body = body_of(
+        "text/plain",
+        "{{ '%.2f' | format(event.data.price) }}|{% if event.data.customer is defined %}x{% else %}none{% endif %}|{{ (event.data.customer or {}).email | default('-') }}|{{ event.data.qty | string }}",
+        json!({"price": 19.9, "qty": 3}),
+    )
+    .unwrap();
+    assert_eq!(body, "19.90|none|-|3");
+}
