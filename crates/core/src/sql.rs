@@ -18,3 +18,4 @@ pub const DEAD_ALERTS: &str = include_str!("../../../sql/queries/dead_alerts.sql
 pub const RESCUE: &str = include_str!("../../../sql/queries/rescue.sql");
 pub const RELEASE_PARKED: &str = include_str!("../../../sql/queries/release_parked.sql");
 pub const RETRY: &str = include_str!("../../../sql/queries/retry.sql");
+pub const LATEST_EVENT: &str = include_str!("../../../sql/queries/latest_event.sql");

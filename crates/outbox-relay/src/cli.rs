@@ -38,6 +38,10 @@ pub enum Command {
         #[command(subcommand)]
         command: DeliveriesCommand,
     },
+    /// Render (and optionally send) a webhook's request for the latest event of one record.
+    Test(TestArgs),
+    /// List the merge fields templates can use, from the latest event of a type (or record).
+    Fields(FieldsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +130,37 @@ pub struct RetryArgs {
     /// or a duration ago such as 2h).
     #[arg(long, requires = "status")]
     pub since: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Webhook name.
+    pub webhook: String,
+    /// The record's entity (model), as in outbox.events, e.g. order or Warehouse\Shipment.
+    #[arg(long)]
+    pub entity: String,
+    /// The record's id (entity_id).
+    #[arg(long)]
+    pub id: String,
+    /// Send the request once (signature and auth included) and print the response; nothing is
+    /// written to the queue.
+    #[arg(long)]
+    pub send: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FieldsArgs {
+    /// Event type (order.updated), or a pattern (order.*, *).
+    pub event_type: String,
+    /// Use the latest event of this record (entity_id) instead of the latest of the type.
+    #[arg(long)]
+    pub entity_id: Option<String>,
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }

@@ -7,7 +7,8 @@
 //!   matcher (patterns, CEL), renderer (templates) and sender (signing, timing), and swaps the
 //!   result in live;
 //! - [`relay`] runs the listener, the router, the sender and the HTTP endpoint;
-//! - [`commands`] holds one module per command group (`apply`, `webhooks`, `deliveries`).
+//! - [`commands`] holds one module per command group (`apply`, `webhooks`, `deliveries`, `test`,
+//!   `fields`).
 //!
 //! Everything a test needs to start a relay in-process is public: [`relay::Relay`],
 //! [`config::RelayConfig`].
@@ -88,6 +89,24 @@ pub async fn execute(cli: Cli) -> Result<(), Failure> {
             }
             DeliveriesCommand::Retry(args) => commands::deliveries::retry(&url()?, args).await,
         },
+        Command::Test(args) => {
+            let request = commands::test_cmd::PreviewRequest {
+                webhook: args.webhook.clone(),
+                entity: args.entity.clone(),
+                id: args.id.clone(),
+                send: args.send,
+            };
+            commands::test_cmd::run(&url()?, &request, args.json).await
+        }
+        Command::Fields(args) => {
+            commands::fields::run(
+                &url()?,
+                &args.event_type,
+                args.entity_id.as_deref(),
+                args.json,
+            )
+            .await
+        }
     }
 }
 

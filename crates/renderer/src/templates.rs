@@ -1,29 +1,27 @@
 use std::collections::BTreeSet;
+use std::io;
 
 use minijinja::value::Value as JValue;
-use minijinja::{AutoEscape, Environment, UndefinedBehavior, escape_formatter};
+use minijinja::{Environment, UndefinedBehavior};
 use outbox_core::{Event, WebhookSpec};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Map, Value, json};
 use thiserror::Error;
 
 use crate::context::RenderContext;
+use crate::escape::{self, Context};
+use crate::filters;
 
 /// Largest rendered body (and URL, and header value) accepted.
 pub const MAX_OUTPUT: usize = 1024 * 1024;
-/// Template instructions one render may execute.
-const FUEL: u64 = 200_000;
+/// Template instructions one render of one field may execute (a loop over a few thousand order
+/// lines fits easily; an endless loop stops here).
+pub const FUEL: u64 = 1_000_000;
+/// Deepest nesting of macro calls and includes.
+const RECURSION_LIMIT: usize = 32;
 
 const URL_TEMPLATE: &str = "url";
 const BODY_TEMPLATE: &str = "body";
 const METHODS: [&str; 5] = ["POST", "PUT", "PATCH", "GET", "DELETE"];
-
-/// Characters left unencoded in URL values (RFC 3986 unreserved).
-const URL_VALUE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
 
 /// A problem with one template of a webhook, found when compiling it.
 #[derive(Debug, Clone, Error, PartialEq)]
@@ -38,14 +36,31 @@ pub struct TemplateError {
 #[derive(Debug, Clone, Error, PartialEq)]
 #[non_exhaustive]
 pub enum RenderError {
-    #[error("{field} template failed: {message}")]
-    Template { field: String, message: String },
-    #[error("{field} rendered to more than {MAX_OUTPUT} bytes")]
+    /// The template failed: `field` is the config key (`url`, `body`, `headers.X-Shop`), `line`
+    /// the line in that template, `message` what went wrong and the failing expression.
+    #[error("{field} template failed{}: {message}", line.map(|l| format!(" at line {l}")).unwrap_or_default())]
+    Template {
+        field: String,
+        line: Option<usize>,
+        message: String,
+    },
+    #[error("{field} rendered to more than {MAX_OUTPUT} bytes (the limit of a rendered field)")]
     TooLarge { field: String },
     #[error("url rendered to {url:?}, which is not an absolute http(s) URL: {reason}")]
     BadUrl { url: String, reason: String },
     #[error("header {name} rendered to a value with a line break")]
     BadHeader { name: String },
+}
+
+impl RenderError {
+    /// The config key whose template failed (`url`, `body`, `headers.X-Shop`).
+    pub fn field(&self) -> String {
+        match self {
+            RenderError::Template { field, .. } | RenderError::TooLarge { field } => field.clone(),
+            RenderError::BadUrl { .. } => URL_TEMPLATE.into(),
+            RenderError::BadHeader { name } => header_template(name),
+        }
+    }
 }
 
 /// The request to send, before signing.
@@ -63,32 +78,36 @@ pub struct Rendered {
 pub struct Templates {
     env: Environment<'static>,
     method: &'static str,
-    header_names: Vec<String>,
+    /// (header name, template name)
+    headers: Vec<(String, String)>,
     content_type: String,
     has_body: bool,
+    /// Template sources by name, to quote the failing expression in errors.
+    sources: Vec<(String, String)>,
     relations: Vec<String>,
-}
-
-enum BodyKind {
-    Json,
-    Markup,
-    Raw,
-}
-
-fn body_kind(content_type: &str) -> BodyKind {
-    let ct = content_type.to_ascii_lowercase();
-    let essence = ct.split(';').next().unwrap_or("").trim();
-    if essence == "application/json" || essence.ends_with("+json") {
-        BodyKind::Json
-    } else if essence.contains("xml") || essence.contains("html") {
-        BodyKind::Markup
-    } else {
-        BodyKind::Raw
-    }
+    every_relation: bool,
 }
 
 fn header_template(name: &str) -> String {
     format!("headers.{name}")
+}
+
+/// The environment every webhook's templates live in: no loader (so no file access), no
+/// network-capable functions, bounded fuel and recursion, escaping by field.
+fn environment(body: Context) -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
+    env.set_fuel(Some(FUEL));
+    env.set_recursion_limit(RECURSION_LIMIT);
+    env.set_debug(false);
+    env.set_auto_escape_callback(move |name| match name {
+        URL_TEMPLATE => Context::Url.auto_escape(),
+        BODY_TEMPLATE => body.auto_escape(),
+        _ => Context::Raw.auto_escape(),
+    });
+    env.set_formatter(escape::format);
+    filters::register(&mut env);
+    env
 }
 
 impl Templates {
@@ -113,84 +132,53 @@ impl Templates {
             }
         };
 
-        let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
-        env.set_fuel(Some(FUEL));
-        env.set_recursion_limit(32);
-        let body_escape = match body_kind(&spec.content_type) {
-            BodyKind::Json => AutoEscape::Json,
-            BodyKind::Markup => AutoEscape::Html,
-            BodyKind::Raw => AutoEscape::None,
+        let mut env = environment(Context::for_body(&spec.content_type));
+        let mut sources = Vec::new();
+        let mut add = |env: &mut Environment<'static>, field: String, source: &str| match env
+            .add_template_owned(field.clone(), source.to_string())
+        {
+            Ok(()) => sources.push((field, source.to_string())),
+            Err(e) => errors.push(TemplateError {
+                message: describe(&e, source),
+                field,
+            }),
         };
-        env.set_auto_escape_callback(move |name| match name {
-            URL_TEMPLATE => AutoEscape::Custom("url".into()),
-            BODY_TEMPLATE => body_escape.clone(),
-            _ => AutoEscape::None,
-        });
-        env.set_formatter(|out, state, value| {
-            if matches!(state.auto_escape(), AutoEscape::Custom(n) if n == "url")
-                && !value.is_safe()
-            {
-                let text = match value.as_str() {
-                    Some(s) => s.to_string(),
-                    None if value.is_undefined() || value.is_none() => String::new(),
-                    None => value.to_string(),
-                };
-                for part in utf8_percent_encode(&text, URL_VALUE) {
-                    out.write_str(part).map_err(|e| {
-                        minijinja::Error::new(minijinja::ErrorKind::WriteFailure, e.to_string())
-                    })?;
-                }
-                Ok(())
-            } else {
-                escape_formatter(out, state, value)
-            }
-        });
-
-        let add = |env: &mut Environment<'static>,
-                   errors: &mut Vec<TemplateError>,
-                   field: String,
-                   source: &str| {
-            if let Err(e) = env.add_template_owned(field.clone(), source.to_string()) {
-                errors.push(TemplateError {
-                    field,
-                    message: describe(&e),
-                });
-            }
-        };
-        add(&mut env, &mut errors, URL_TEMPLATE.into(), &spec.url);
-        let mut header_names = Vec::new();
+        add(&mut env, URL_TEMPLATE.into(), &spec.url);
+        let mut headers = Vec::new();
+        let mut bad_headers = Vec::new();
         for (name, value) in &spec.headers {
             if name.is_empty()
                 || !name
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
             {
-                errors.push(TemplateError {
+                bad_headers.push(TemplateError {
                     field: header_template(name),
                     message: format!("{name:?} is not a valid HTTP header name"),
                 });
                 continue;
             }
-            add(&mut env, &mut errors, header_template(name), value);
-            header_names.push(name.clone());
+            add(&mut env, header_template(name), value);
+            headers.push((name.clone(), header_template(name)));
         }
         if let Some(body) = &spec.body {
-            add(&mut env, &mut errors, BODY_TEMPLATE.into(), body);
+            add(&mut env, BODY_TEMPLATE.into(), body);
         }
+        errors.extend(bad_headers);
         if !errors.is_empty() {
             return Err(errors);
         }
 
+        // Which relations the templates use: `related.order...` names one; any other use of
+        // `related` (`related[name]`, `related | items`) may touch any of them.
         let mut relations = BTreeSet::new();
-        for name in env
-            .templates()
-            .map(|(n, _)| n.to_string())
-            .collect::<Vec<_>>()
-        {
-            if let Ok(t) = env.get_template(&name) {
+        let mut every_relation = false;
+        for (name, _) in &sources {
+            if let Ok(t) = env.get_template(name) {
                 for var in t.undeclared_variables(true) {
-                    if let Some(rel) = var.strip_prefix("related.") {
+                    if var == "related" {
+                        every_relation = true;
+                    } else if let Some(rel) = var.strip_prefix("related.") {
                         relations.insert(rel.split('.').next().unwrap_or(rel).to_string());
                     }
                 }
@@ -200,10 +188,12 @@ impl Templates {
         Ok(Templates {
             env,
             method,
-            header_names,
+            headers,
             content_type: spec.content_type.clone(),
             has_body: spec.body.is_some(),
+            sources,
             relations: relations.into_iter().collect(),
+            every_relation,
         })
     }
 
@@ -212,8 +202,23 @@ impl Templates {
         &self.relations
     }
 
+    /// Whether a template uses `related` as a whole (`related[name]`, `related | items`), so every
+    /// relation defined for the event's entity must be loaded.
+    pub fn uses_every_relation(&self) -> bool {
+        self.every_relation
+    }
+
+    /// Whether rendering needs any related record at all.
+    pub fn needs_related(&self) -> bool {
+        self.every_relation || !self.relations.is_empty()
+    }
+
     pub fn method(&self) -> &'static str {
         self.method
+    }
+
+    pub fn content_type(&self) -> &str {
+        &self.content_type
     }
 
     /// Renders the request for one attempt.
@@ -222,9 +227,9 @@ impl Templates {
         let url = self.render_one(URL_TEMPLATE, &view)?;
         let url = url.trim().to_string();
         check_url(&url)?;
-        let mut headers = Vec::with_capacity(self.header_names.len());
-        for name in &self.header_names {
-            let value = self.render_one(&header_template(name), &view)?;
+        let mut headers = Vec::with_capacity(self.headers.len());
+        for (name, template) in &self.headers {
+            let value = self.render_one(template, &view)?;
             if value.contains(['\r', '\n']) {
                 return Err(RenderError::BadHeader { name: name.clone() });
             }
@@ -248,40 +253,106 @@ impl Templates {
     }
 
     fn render_one(&self, field: &str, view: &JValue) -> Result<String, RenderError> {
-        let template = self
-            .env
-            .get_template(field)
-            .map_err(|e| RenderError::Template {
-                field: field.into(),
-                message: describe(&e),
-            })?;
-        let out = template
-            .render(view.clone())
-            .map_err(|e| RenderError::Template {
-                field: field.into(),
-                message: describe(&e),
-            })?;
-        if out.len() > MAX_OUTPUT {
-            return Err(RenderError::TooLarge {
-                field: field.into(),
-            });
-        }
-        Ok(out)
+        render_field(&self.env, field, view, self.source(field))
     }
 
-    /// Renders against [`sample_event`], to check at configuration time that the URL template
-    /// produces an absolute http(s) URL.
-    pub fn check_with_sample(&self, webhook: &str) -> Result<Rendered, RenderError> {
+    fn source(&self, name: &str) -> &str {
+        self.sources
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s.as_str())
+            .unwrap_or("")
+    }
+
+    /// Renders the URL template against [`sample_event`], to check at configuration time that it
+    /// produces an absolute http(s) URL. Fields the sample lacks (`event.data.*`, `related.*`)
+    /// render empty here instead of failing: only the shape of the URL is checked.
+    pub fn check_with_sample(&self, webhook: &str) -> Result<String, RenderError> {
         let event = sample_event();
         let related = Map::new();
-        self.render(&RenderContext {
+        let ctx = RenderContext {
             event: &event,
             message_id: "msg_sample",
             delivery_id: 1,
             attempt: 1,
             webhook,
             related: &related,
-        })
+        };
+        let source = self.source(URL_TEMPLATE);
+        let mut env = environment(Context::Raw);
+        env.set_undefined_behavior(UndefinedBehavior::Chainable);
+        env.add_template_owned(URL_TEMPLATE, source.to_string())
+            .map_err(|e| RenderError::Template {
+                field: URL_TEMPLATE.into(),
+                line: e.line(),
+                message: describe(&e, source),
+            })?;
+        let view = JValue::from(minijinja::value::Serde(ctx.view()));
+        let url = render_field(&env, URL_TEMPLATE, &view, source)?
+            .trim()
+            .to_string();
+        check_url(&url)?;
+        Ok(url)
+    }
+}
+
+/// Renders one template of `env`, capped at [`MAX_OUTPUT`].
+fn render_field(
+    env: &Environment<'static>,
+    field: &str,
+    view: &JValue,
+    source: &str,
+) -> Result<String, RenderError> {
+    let failed = |e: &minijinja::Error| RenderError::Template {
+        field: field.into(),
+        line: e.line(),
+        // An error inside an included template points into that template's source.
+        message: describe(
+            e,
+            if e.name().is_none_or(|n| n == field) {
+                source
+            } else {
+                ""
+            },
+        ),
+    };
+    let template = env.get_template(field).map_err(|e| failed(&e))?;
+    let mut out = Capped::default();
+    if let Err(e) = template.render_captured_to(view.clone(), &mut out) {
+        if out.overflowed {
+            return Err(RenderError::TooLarge {
+                field: field.into(),
+            });
+        }
+        return Err(failed(&e));
+    }
+    String::from_utf8(out.buf).map_err(|_| RenderError::Template {
+        field: field.into(),
+        line: None,
+        message: "rendered text is not valid UTF-8".into(),
+    })
+}
+
+/// Collects output up to [`MAX_OUTPUT`] and refuses the rest, so a runaway loop stops at the cap
+/// instead of filling memory.
+#[derive(Default)]
+struct Capped {
+    buf: Vec<u8>,
+    overflowed: bool,
+}
+
+impl io::Write for Capped {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.buf.len() + data.len() > MAX_OUTPUT {
+            self.overflowed = true;
+            return Err(io::Error::other("rendered output exceeds the limit"));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -302,15 +373,38 @@ fn check_url(url: &str) -> Result<(), RenderError> {
     }
 }
 
-fn describe(e: &minijinja::Error) -> String {
-    let mut s = e
-        .detail()
-        .map(str::to_string)
-        .unwrap_or_else(|| e.kind().to_string());
-    if let Some(line) = e.line() {
-        s = format!("line {line}: {s}");
+/// What went wrong, quoting the failing expression when MiniJinja knows where it is.
+fn describe(e: &minijinja::Error, source: &str) -> String {
+    let mut message = match (e.kind(), e.detail()) {
+        (minijinja::ErrorKind::UndefinedError, detail) => format!(
+            "undefined value{} (a merge field this event does not have; guard it with `| default(...)` or `{{% if ... is defined %}}`)",
+            detail.map(|d| format!(": {d}")).unwrap_or_default()
+        ),
+        (minijinja::ErrorKind::OutOfFuel, _) => {
+            format!("stopped after {FUEL} template instructions (an endless or very long loop?)")
+        }
+        (kind, Some(detail)) => format!("{kind}: {detail}"),
+        (kind, None) => kind.to_string(),
+    };
+    if let Some(range) = e.range()
+        && let Some(snippet) = source.get(expression_start(source, range.start)..range.end)
+        && !snippet.trim().is_empty()
+    {
+        let snippet: String = snippet.chars().take(80).collect();
+        message.push_str(&format!(" in `{}`", snippet.trim()));
     }
-    s
+    message
+}
+
+/// MiniJinja points at the failing attribute (`.code`); widen that to the whole dotted path
+/// (`event.data.code`) so the message names the merge field.
+fn expression_start(source: &str, start: usize) -> usize {
+    match (source.get(..start), source.get(start..)) {
+        (Some(before), Some(rest)) if rest.starts_with('.') => before
+            .trim_end_matches(|c: char| c.is_alphanumeric() || c == '_' || c == '.')
+            .len(),
+        _ => start,
+    }
 }
 
 /// The default JSON body (DESIGN §5).

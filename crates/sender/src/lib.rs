@@ -23,6 +23,7 @@
 mod endpoint;
 mod error;
 pub mod policy;
+pub mod related;
 mod request;
 mod runtime;
 mod signature;
@@ -31,6 +32,7 @@ mod transport;
 pub use endpoint::{Directory, Endpoint, FieldError};
 pub use error::Error;
 pub use policy::{NetworkPolicy, Outcome};
+pub use related::RelatedError;
 pub use request::{USER_AGENT, build_request, message_id};
 pub use runtime::{Sender, SenderOptions};
 pub use signature::Signer;

@@ -15,6 +15,7 @@ use tracing::Instrument;
 use crate::Error;
 use crate::endpoint::{Directory, Endpoint};
 use crate::policy::{self, Outcome};
+use crate::related;
 use crate::request::{build_request, message_id};
 use crate::transport::{Transport, TransportErrorKind};
 
@@ -228,7 +229,7 @@ impl Sender {
                     limits.push(room as i32);
                     // A claim must outlive the attempt it covers: related-record lookups,
                     // the request itself, and a margin for recording the result.
-                    let lookups = if ep.templates.relations().is_empty() {
+                    let lookups = if !ep.templates.needs_related() {
                         Duration::ZERO
                     } else {
                         self.options.relation_timeout
@@ -430,17 +431,16 @@ impl Sender {
         completion
     }
 
-    /// Loads the related records the webhook's templates use, read-only, with a statement timeout.
+    /// Loads the related records the webhook's templates use ([`related`]).
     async fn load_related(
         &self,
         endpoint: &Endpoint,
         directory: &Directory,
         event: &Event,
     ) -> Result<Map<String, Value>, String> {
-        let mut related = Map::new();
-        let names = endpoint.templates.relations();
+        let names = related::wanted(&endpoint.templates, &directory.relations, &event.entity);
         if names.is_empty() {
-            return Ok(related);
+            return Ok(Map::new());
         }
         let mut client = self.pool.get().await.map_err(|e| {
             format!(
@@ -448,59 +448,15 @@ impl Sender {
                 outbox_core::Error::from(e)
             )
         })?;
-        let tx = client
-            .build_transaction()
-            .read_only(true)
-            .start()
-            .await
-            .map_err(|e| {
-                format!(
-                    "cannot load related records: {}",
-                    outbox_core::db::describe(&e)
-                )
-            })?;
-        let timeout_ms = self.options.relation_timeout.as_millis().to_string();
-        tx.execute(
-            "SELECT set_config('statement_timeout', $1, true)",
-            &[&timeout_ms],
+        related::load(
+            &mut client,
+            &directory.relations,
+            &names,
+            event,
+            self.options.relation_timeout,
         )
         .await
-        .map_err(|e| {
-            format!(
-                "cannot load related records: {}",
-                outbox_core::db::describe(&e)
-            )
-        })?;
-        for name in names {
-            let Some(query) = directory
-                .relations
-                .get(&(event.entity.clone(), name.clone()))
-            else {
-                return Err(format!(
-                    "related.{name} is used by a template but no relation {name:?} is defined for entity {:?}; add a [[relation]] with entity = {:?} and name = {name:?}",
-                    event.entity, event.entity
-                ));
-            };
-            let row = tx
-                .query_opt(query.as_str(), &[&event.data])
-                .await
-                .map_err(|e| {
-                    format!(
-                        "relation {name:?} of entity {:?} failed: {}",
-                        event.entity,
-                        outbox_core::db::describe(&e)
-                    )
-                })?;
-            let value: Option<Value> = match row {
-                Some(row) => row.try_get(0).map_err(|e| {
-                    format!("relation {name:?} of entity {:?} must return one json or jsonb column: {e}", event.entity)
-                })?,
-                None => None,
-            };
-            related.insert(name.clone(), value.unwrap_or(Value::Null));
-        }
-        let _ = tx.rollback().await;
-        Ok(related)
+        .map_err(|e| e.to_string())
     }
 
     /// Writes finished attempts in batches: whatever piled up while the previous batch was written.

@@ -85,11 +85,21 @@ impl HttpTransport {
         Ok(HttpTransport { client, policy })
     }
 
+    /// Sends one request like [`Transport::send`], and also returns the response headers (for
+    /// `outbox-relay test --send`, which shows them).
+    pub async fn send_showing_headers(
+        &self,
+        request: OutboundRequest,
+    ) -> Result<(Response, Vec<(String, String)>), TransportError> {
+        Self::execute(self.client.clone(), self.policy.clone(), request, true).await
+    }
+
     async fn execute(
         client: reqwest::Client,
         policy: Arc<NetworkPolicy>,
         request: OutboundRequest,
-    ) -> Result<Response, TransportError> {
+        keep_headers: bool,
+    ) -> Result<(Response, Vec<(String, String)>), TransportError> {
         let url = reqwest::Url::parse(&request.url).map_err(|e| TransportError {
             kind: TransportErrorKind::Connect,
             message: format!("invalid URL {:?}: {e}", request.url),
@@ -126,6 +136,20 @@ impl HttpTransport {
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
+            let headers: Vec<(String, String)> = if keep_headers {
+                response
+                    .headers()
+                    .iter()
+                    .map(|(name, value)| {
+                        (
+                            name.as_str().to_string(),
+                            String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                        )
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
             let mut kept: Vec<u8> = Vec::new();
             let mut read = 0usize;
             while read < RESPONSE_DRAIN {
@@ -142,11 +166,14 @@ impl HttpTransport {
                     Err(_) => break,
                 }
             }
-            Ok(Response {
-                status,
-                body: String::from_utf8_lossy(&kept).into_owned(),
-                retry_after,
-            })
+            Ok((
+                Response {
+                    status,
+                    body: String::from_utf8_lossy(&kept).into_owned(),
+                    retry_after,
+                },
+                headers,
+            ))
         };
         match tokio::time::timeout(request.timeout, send).await {
             Ok(result) => result,
@@ -163,11 +190,8 @@ impl Transport for HttpTransport {
         &self,
         request: OutboundRequest,
     ) -> Pin<Box<dyn Future<Output = Result<Response, TransportError>> + Send + 'static>> {
-        Box::pin(Self::execute(
-            self.client.clone(),
-            self.policy.clone(),
-            request,
-        ))
+        let exchange = Self::execute(self.client.clone(), self.policy.clone(), request, false);
+        Box::pin(async move { exchange.await.map(|(response, _)| response) })
     }
 }
 

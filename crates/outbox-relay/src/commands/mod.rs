@@ -2,6 +2,8 @@
 
 pub mod apply;
 pub mod deliveries;
+pub mod fields;
+pub mod test_cmd;
 pub mod webhooks;
 
 use crate::error::Failure;
