@@ -4,7 +4,7 @@ use std::io;
 use minijinja::value::Value as JValue;
 use minijinja::{Environment, UndefinedBehavior};
 use outbox_core::{Event, WebhookSpec};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use thiserror::Error;
 
 use crate::context::RenderContext;
@@ -86,6 +86,9 @@ pub struct Templates {
     sources: Vec<(String, String)>,
     relations: Vec<String>,
     every_relation: bool,
+    /// Output of templates without any template syntax, by name: rendered without building a
+    /// context (a fixed URL, a constant header).
+    literals: Vec<(String, String)>,
 }
 
 fn header_template(name: &str) -> String {
@@ -185,6 +188,12 @@ impl Templates {
             }
         }
 
+        let literals = sources
+            .iter()
+            .filter(|(_, src)| !src.contains("{{") && !src.contains("{%") && !src.contains("{#"))
+            .map(|(name, src)| (name.clone(), literal_output(src).to_string()))
+            .collect();
+
         Ok(Templates {
             env,
             method,
@@ -194,6 +203,7 @@ impl Templates {
             sources,
             relations: relations.into_iter().collect(),
             every_relation,
+            literals,
         })
     }
 
@@ -223,20 +233,22 @@ impl Templates {
 
     /// Renders the request for one attempt.
     pub fn render(&self, ctx: &RenderContext<'_>) -> Result<Rendered, RenderError> {
-        let view = JValue::from(minijinja::value::Serde(ctx.view()));
-        let url = self.render_one(URL_TEMPLATE, &view)?;
+        // The template context is built only if some field really is a template.
+        let mut view = None;
+        let url = self.render_field(URL_TEMPLATE, ctx, &mut view)?;
         let url = url.trim().to_string();
         check_url(&url)?;
         let mut headers = Vec::with_capacity(self.headers.len());
         for (name, template) in &self.headers {
-            let value = self.render_one(template, &view)?;
+            let value = self.render_field(template, ctx, &mut view)?;
             if value.contains(['\r', '\n']) {
                 return Err(RenderError::BadHeader { name: name.clone() });
             }
             headers.push((name.clone(), value));
         }
         let body = if self.has_body {
-            self.render_one(BODY_TEMPLATE, &view)?.into_bytes()
+            self.render_field(BODY_TEMPLATE, ctx, &mut view)?
+                .into_bytes()
         } else if self.method == "GET" {
             // A GET carries its information in the URL (Kladana-style); no envelope.
             Vec::new()
@@ -252,7 +264,16 @@ impl Templates {
         })
     }
 
-    fn render_one(&self, field: &str, view: &JValue) -> Result<String, RenderError> {
+    fn render_field(
+        &self,
+        field: &str,
+        ctx: &RenderContext<'_>,
+        view: &mut Option<JValue>,
+    ) -> Result<String, RenderError> {
+        if let Some((_, literal)) = self.literals.iter().find(|(n, _)| n == field) {
+            return Ok(literal.clone());
+        }
+        let view = view.get_or_insert_with(|| JValue::from(minijinja::value::Serde(ctx.view())));
         render_field(&self.env, field, view, self.source(field))
     }
 
@@ -407,20 +428,40 @@ fn expression_start(source: &str, start: usize) -> usize {
     }
 }
 
-/// The default JSON body (DESIGN §5).
+/// What MiniJinja outputs for a template without template syntax: the source, less one trailing
+/// newline (its default `keep_trailing_newline = false`).
+fn literal_output(source: &str) -> &str {
+    let s = source.strip_suffix('\n').unwrap_or(source);
+    s.strip_suffix('\r').unwrap_or(s)
+}
+
+/// The default JSON body (DESIGN §5), in the documented key order, serialised straight from the
+/// event (no copy of its data).
 pub fn default_body(event: &Event, message_id: &str) -> Vec<u8> {
-    let mut body = json!({
-        "id": message_id,
-        "type": event.event_type,
-        "timestamp": event.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        "entity": event.entity,
-        "entity_id": event.entity_id,
-        "data": event.data,
-    });
-    if let Some(old) = &event.old {
-        body["old"] = old.clone();
+    #[derive(serde::Serialize)]
+    struct Envelope<'a> {
+        id: &'a str,
+        #[serde(rename = "type")]
+        event_type: &'a str,
+        timestamp: String,
+        entity: &'a str,
+        entity_id: &'a str,
+        data: &'a Value,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        old: Option<&'a Value>,
     }
-    serde_json::to_vec(&body).unwrap_or_default()
+    let envelope = Envelope {
+        id: message_id,
+        event_type: &event.event_type,
+        timestamp: event
+            .created_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        entity: &event.entity,
+        entity_id: &event.entity_id,
+        data: &event.data,
+        old: event.old.as_ref(),
+    };
+    serde_json::to_vec(&envelope).unwrap_or_default()
 }
 
 /// A representative event for configuration-time checks of templates.
@@ -434,5 +475,20 @@ pub fn sample_event() -> Event {
         old: None,
         metadata: Value::Object(Map::new()),
         created_at: chrono::Utc::now(),
+    }
+}
+
+#[cfg(test)]
+mod literal_tests {
+    use super::literal_output;
+
+    #[test]
+    fn literals_drop_one_trailing_newline_like_minijinja() {
+        let mut env = minijinja::Environment::new();
+        for source in ["http://x/a", "http://x/a\n", "a\r\n", "a\n\n", "", "\n"] {
+            env.add_template_owned("t", source.to_string()).unwrap();
+            let rendered = env.get_template("t").unwrap().render(()).unwrap();
+            assert_eq!(literal_output(source), rendered, "{source:?}");
+        }
     }
 }

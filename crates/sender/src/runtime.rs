@@ -313,15 +313,17 @@ impl Sender {
             .iter()
             .zip(&limits)
             .any(|(id, limit)| per_webhook.get(id).copied().unwrap_or(0) >= *limit);
-        Ok(if rows.len() as i64 >= total && slots.available_permits() > 0 {
-            // The batch limit, not the queue, ended this claim.
-            Next::Again
-        } else if rows.len() as i64 >= total || filled_a_webhook {
-            // Some webhook (or the whole relay) is at its limit and may have more due.
-            Next::WaitForCapacity
-        } else {
-            Next::Idle
-        })
+        Ok(
+            if rows.len() as i64 >= total && slots.available_permits() > 0 {
+                // The batch limit, not the queue, ended this claim.
+                Next::Again
+            } else if rows.len() as i64 >= total || filled_a_webhook {
+                // Some webhook (or the whole relay) is at its limit and may have more due.
+                Next::WaitForCapacity
+            } else {
+                Next::Idle
+            },
+        )
     }
 
     /// One attempt: related records, render, sign, send, classify.
