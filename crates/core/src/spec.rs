@@ -199,6 +199,11 @@ impl WebhookSpec {
         if let Some(sig) = &self.signature {
             out.extend(sig.secrets.iter().map(String::as_str));
         }
+        if let Some(cert) = self.tls.as_ref().and_then(|t| t.client_cert.as_deref())
+            && cert.contains("PRIVATE KEY")
+        {
+            out.push(cert);
+        }
         out.retain(|s| !s.is_empty());
         out
     }

@@ -19,6 +19,12 @@
 //!
 //! Webhook configuration arrives compiled as [`Endpoint`]s in a [`Directory`], swapped in live by
 //! the caller.
+//!
+//! **TLS**: [`HttpTransport`] shares one keep-alive client among all webhooks without a `[tls]`
+//! section, and builds one client per distinct [`TlsSettings`] (client certificate, extra CAs),
+//! keyed by a fingerprint of the material: a changed certificate gets a new client, and a client
+//! nobody uses any more is dropped. Every client has the same network policy resolver, connect
+//! timeout and no-redirect policy.
 
 mod endpoint;
 mod error;
@@ -26,6 +32,7 @@ pub mod policy;
 mod request;
 mod runtime;
 mod signature;
+mod tls;
 mod transport;
 
 pub use endpoint::{Directory, Endpoint, FieldError};
@@ -34,6 +41,7 @@ pub use policy::{NetworkPolicy, Outcome};
 pub use request::{USER_AGENT, build_request, message_id};
 pub use runtime::{Sender, SenderOptions};
 pub use signature::Signer;
+pub use tls::TlsSettings;
 pub use transport::{
     HttpTransport, OutboundRequest, Response, Transport, TransportError, TransportErrorKind,
 };
