@@ -528,7 +528,7 @@ impl Sender {
         let started: Vec<DateTime<Utc>> = batch.iter().map(|c| c.started_at).collect();
         let durations: Vec<i32> = batch.iter().map(|c| c.duration_ms).collect();
         let outcomes: Vec<&str> = batch.iter().map(|c| c.outcome).collect();
-        let applied: Vec<i64> = tx
+        let changed = tx
             .query(
                 &complete,
                 &[
@@ -545,10 +545,20 @@ impl Sender {
                     &self.owner,
                 ],
             )
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+            .await?;
+        let applied: Vec<i64> = changed.iter().map(|r| r.get(0)).collect();
+        // Records of ordered webhooks whose delivery finished: their next one may go. A statement
+        // of its own, so it sees what a concurrent routing transaction parked (release_next.sql).
+        let finished_ordered: Vec<&tokio_postgres::Row> =
+            changed.iter().filter(|r| r.get::<_, bool>(1)).collect();
+        if !finished_ordered.is_empty() {
+            let webhooks: Vec<i64> = finished_ordered.iter().map(|r| r.get(2)).collect();
+            let entities: Vec<&str> = finished_ordered.iter().map(|r| r.get(3)).collect();
+            let entity_ids: Vec<&str> = finished_ordered.iter().map(|r| r.get(4)).collect();
+            let release = tx.prepare_cached(sql::RELEASE_NEXT).await?;
+            tx.execute(&release, &[&webhooks, &entities, &entity_ids])
+                .await?;
+        }
         let dead: Vec<i64> = batch
             .iter()
             .filter(|c| c.next_state == "dead" && applied.contains(&c.delivery_id))
