@@ -5,5 +5,10 @@
 //! which headers, how often, and what the delivery log says. They wait for conditions with
 //! deadlines and never assert timings.
 
+mod lifecycle;
+mod outcomes;
+mod queueing;
+mod signing;
 mod spine;
 mod support;
+mod tls;
