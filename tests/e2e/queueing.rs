@@ -257,6 +257,43 @@ async fn higher_priority_goes_first_and_equal_priority_oldest_first() {
 }
 
 #[tokio::test]
+async fn among_webhooks_of_equal_priority_the_oldest_delivery_goes_first() {
+    let db = TestDb::new().await;
+    let receiver = TestReceiver::start().await;
+    let hook = |name: &str| {
+        format!(
+            "[[webhook]]\nname = \"{name}\"\nevents = [\"job.*\"]\nurl = \"{}\"\n",
+            receiver.url(&format!("/{name}"))
+        )
+    };
+    apply(&db, &[hook("first"), hook("second")].concat()).await;
+    let client = db.connect().await;
+    for i in 1..=4 {
+        emit(
+            &client,
+            "job.created",
+            "job",
+            &i.to_string(),
+            serde_json::json!({}),
+        )
+        .await;
+    }
+    let mut settings = settings(&db);
+    settings.concurrency = 1;
+    let relay = outbox_relay::relay::Relay::start(settings).await.unwrap();
+    let got = receiver.wait_for(8, SOON).await;
+    relay.stop().await;
+
+    // Both webhooks' deliveries of job 1 go before either's delivery of job 2: the first webhook
+    // does not get to drain its queue while the second one's older deliveries wait.
+    let jobs: Vec<String> = got
+        .iter()
+        .map(|r| r.json()["entity_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(jobs, vec!["1", "1", "2", "2", "3", "3", "4", "4"]);
+}
+
+#[tokio::test]
 async fn max_in_flight_bounds_concurrent_requests_to_a_webhook() {
     let db = TestDb::new().await;
     let receiver = TestReceiver::start().await;

@@ -203,11 +203,12 @@ impl Sender {
             return Ok(true);
         }
         let directory = self.directory.load_full();
-        let (ids, limits, leases) = {
+        let (ids, limits, leases, priorities) = {
             let counts = in_flight.lock().expect("in-flight counts");
             let mut ids = Vec::new();
             let mut limits = Vec::new();
             let mut leases = Vec::new();
+            let mut priorities = Vec::new();
             for ep in &directory.sendable {
                 let busy = counts.get(&ep.id).copied().unwrap_or(0);
                 let room = ep.max_in_flight.saturating_sub(busy).min(free);
@@ -226,9 +227,10 @@ impl Sender {
                         .lease
                         .max(ep.timeout + lookups + Duration::from_secs(2));
                     leases.push(lease.as_secs_f64());
+                    priorities.push(ep.priority);
                 }
             }
-            (ids, limits, leases)
+            (ids, limits, leases, priorities)
         };
         if ids.is_empty() {
             // Every webhook is at its max_in_flight (or none is active).
@@ -238,7 +240,10 @@ impl Sender {
         let claim = client.prepare_cached(sql::CLAIM).await?;
         let total = free as i64;
         let rows = client
-            .query(&claim, &[&ids, &limits, &leases, &total, &self.owner])
+            .query(
+                &claim,
+                &[&ids, &limits, &leases, &total, &self.owner, &priorities],
+            )
             .await?;
         drop(client);
 
