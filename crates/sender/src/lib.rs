@@ -13,7 +13,8 @@
 //!    production; tests may pass their own), classify the outcome ([`policy`]).
 //! 3. **Complete**: finished attempts go to one completer task that writes whatever has piled up
 //!    in one statement (log the attempts, requeue retries, move succeeded/dead deliveries out of
-//!    the hot queue), so commits do not grow with throughput.
+//!    the hot queue), so commits do not grow with throughput; a second statement then releases the
+//!    next parked delivery of records of ordered webhooks whose delivery finished.
 //! 4. **Rescue**: deliveries whose lease expired (their relay died) are requeued and their lost
 //!    attempt logged.
 //!

@@ -142,8 +142,9 @@ impl HttpTransport {
         Ok(entry.client.clone())
     }
 
-    /// How many TLS-specific clients are cached (for tests).
-    pub fn tls_clients(&self) -> usize {
+    /// How many TLS-specific clients are cached.
+    #[cfg(test)]
+    fn tls_clients(&self) -> usize {
         self.tls_clients.lock().expect("TLS clients").len()
     }
 
