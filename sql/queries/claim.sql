@@ -1,9 +1,23 @@
--- Claim due deliveries for the webhooks that have free slots, in the order given (priority first),
--- oldest due first within a webhook. The claim is committed before any request is sent: attempts is
--- incremented and a lease taken, so a crash can repeat an attempt but never skip one.
--- $1 webhook ids, $2 free slots per webhook, $3 lease seconds per webhook, $4 total limit, $5 owner
-WITH want AS (
-    SELECT * FROM unnest($1::bigint[], $2::int[], $3::float8[]) WITH ORDINALITY AS w(webhook_id, slots, lease, ord)
+-- Claim due deliveries for the webhooks that have free slots: highest priority first, and among
+-- webhooks of equal priority the one whose oldest due delivery has waited longest; oldest due
+-- first within a webhook. The claim is committed before any request is sent: attempts is
+-- incremented and a lease taken, so a crash can repeat an attempt but never skip one. A webhook
+-- switched off in the table is not claimed for even before the relay reloads its configuration.
+-- $1 webhook ids, $2 free slots per webhook, $3 lease seconds per webhook, $4 total limit, $5 owner,
+-- $6 priority per webhook
+WITH want AS MATERIALIZED (
+    SELECT w.webhook_id, w.slots, w.lease
+    FROM unnest($1::bigint[], $2::int[], $3::float8[], $6::int[]) AS w(webhook_id, slots, lease, priority)
+    CROSS JOIN LATERAL (
+        SELECT d.next_attempt_at, d.id
+        FROM outbox.deliveries d
+        WHERE d.webhook_id = w.webhook_id AND d.status = 'pending' AND d.next_attempt_at <= now()
+        ORDER BY d.next_attempt_at, d.id
+        LIMIT 1
+    ) head
+    -- paused (or switched off by a 410) since this relay last loaded its configuration
+    WHERE EXISTS (SELECT 1 FROM outbox.webhooks h WHERE h.id = w.webhook_id AND h.active)
+    ORDER BY w.priority DESC, head.next_attempt_at, head.id
 ),
 picked AS (
     SELECT q.id, w.lease
@@ -14,7 +28,7 @@ picked AS (
         WHERE d.webhook_id = w.webhook_id AND d.status = 'pending' AND d.next_attempt_at <= now()
         ORDER BY d.next_attempt_at, d.id
         LIMIT w.slots
-        FOR UPDATE SKIP LOCKED
+        FOR NO KEY UPDATE SKIP LOCKED
     ) q
     LIMIT $4
 )

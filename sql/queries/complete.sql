@@ -1,6 +1,7 @@
 -- Record a batch of finished attempts in one statement: log every attempt, put retries back in the
--- queue, move succeeded and dead deliveries out of the hot queue, and release the next parked
--- delivery of an ordered record. Every change checks that this relay still holds the claim.
+-- queue, move succeeded and dead deliveries out of the hot queue. Every change checks that this relay
+-- still holds the claim. Returns the deliveries changed; for finished deliveries of ordered webhooks
+-- also their record, whose next parked delivery release_next.sql then makes due.
 -- $1 ids, $2 attempt numbers, $3 next state (pending|succeeded|dead), $4 next attempt at,
 -- $5 http status, $6 error, $7 response, $8 started at, $9 duration ms, $10 outcome, $11 lease owner
 WITH r AS (
@@ -40,20 +41,8 @@ moved AS (
            f.attempts, f.attempts_base, f.priority, f.coalescing, f.ordered, f.coalesced, f.created_at, now(),
            f.http_status, f.error, f.response
     FROM finished f
-),
-released AS (
-    UPDATE outbox.deliveries d
-    SET next_attempt_at = now()
-    FROM (
-        SELECT DISTINCT ON (x.webhook_id, x.entity, x.entity_id) x.id
-        FROM finished f
-        JOIN outbox.deliveries x
-          ON x.webhook_id = f.webhook_id AND x.entity = f.entity AND x.entity_id = f.entity_id AND x.ordered
-        WHERE f.ordered AND x.id <> f.id AND x.status = 'pending' AND x.next_attempt_at IS NULL
-        ORDER BY x.webhook_id, x.entity, x.entity_id, x.event_id
-    ) n
-    WHERE d.id = n.id
 )
-SELECT id FROM retried
+SELECT id, false AS ordered, NULL::bigint AS webhook_id, NULL::text AS entity, NULL::text AS entity_id
+FROM retried
 UNION ALL
-SELECT id FROM finished
+SELECT id, ordered, webhook_id, entity, entity_id FROM finished

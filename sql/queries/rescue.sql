@@ -10,7 +10,7 @@ WITH expired AS (
     WHERE d.status = 'in_flight' AND d.lease_until < now()
     ORDER BY d.lease_until
     LIMIT $1
-    FOR UPDATE OF d SKIP LOCKED
+    FOR NO KEY UPDATE OF d SKIP LOCKED
 ),
 logged AS (
     INSERT INTO outbox.attempts (delivery_id, attempt, started_at, duration_ms, status, error, response, outcome)

@@ -3,8 +3,14 @@
 //! Every test gets its own database (see `outbox_testkit::TestDb`), migrated by the product's own
 //! migrations, and a scriptable receiver. Tests assert what a user cares about: what arrived, with
 //! which headers, how often, and what the delivery log says. They wait for conditions with
-//! deadlines and never assert timings.
+//! deadlines and never assert timings, except where a delay is the promise itself (Retry-After),
+//! and then with a loose tolerance.
 
+mod lifecycle;
+mod outcomes;
+mod queueing;
+mod signing;
 mod render;
 mod spine;
 mod support;
+mod tls;

@@ -117,3 +117,104 @@ pub async fn attempts(
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect()
 }
+
+/// Runs the `outbox-relay` binary against `db` with extra environment; returns (exit code,
+/// stdout, stderr).
+pub fn cli(db: &TestDb, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_outbox-relay"));
+    command.args(args).env("DATABASE_URL", &db.url);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output().expect("the relay binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `outbox.emit(...)` in its own transaction; returns the event id.
+pub async fn emit(
+    client: &tokio_postgres::Client,
+    event_type: &str,
+    entity: &str,
+    entity_id: &str,
+    data: serde_json::Value,
+) -> i64 {
+    client
+        .query_one(
+            "SELECT outbox.emit($1, $2, $3, $4)",
+            &[&event_type, &entity, &entity_id, &data],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// `(attempt, status, outcome, error)` of every attempt of a delivery.
+pub async fn attempt_errors(
+    client: &tokio_postgres::Client,
+    delivery: i64,
+) -> Vec<(i32, Option<i32>, String, Option<String>)> {
+    client
+        .query(
+            "SELECT attempt, status, outcome, error FROM outbox.attempts WHERE delivery_id = $1 ORDER BY attempt",
+            &[&delivery],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect()
+}
+
+/// The deliveries of one webhook, oldest first.
+pub async fn deliveries_of(client: &tokio_postgres::Client, webhook: &str) -> Vec<Logged> {
+    delivery_log(client)
+        .await
+        .into_iter()
+        .filter(|d| d.webhook == webhook)
+        .collect()
+}
+
+/// Waits until `n` deliveries of `webhook` have `status`; returns that webhook's deliveries.
+pub async fn wait_for_webhook_status(
+    client: &tokio_postgres::Client,
+    webhook: &str,
+    n: usize,
+    status: &str,
+) -> Vec<Logged> {
+    wait_until(
+        SOON,
+        &format!("{n} deliveries of {webhook} {status}"),
+        || async {
+            let log = deliveries_of(client, webhook).await;
+            (log.iter().filter(|d| d.status == status).count() >= n).then_some(log)
+        },
+    )
+    .await
+}
+
+/// Waits until `webhook` has `n` pending deliveries that have been due for a second at least:
+/// long enough (ten poll intervals) that an active webhook would have sent them.
+pub async fn wait_for_overdue(client: &tokio_postgres::Client, webhook: &str, n: i64) {
+    wait_until(
+        SOON,
+        &format!("{n} overdue deliveries of {webhook}"),
+        || async {
+            let overdue: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM outbox.deliveries
+                 WHERE webhook = $1 AND status = 'pending'
+                   AND coalesce(next_attempt_at, created_at) < now() - interval '1 second'",
+                    &[&webhook],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            (overdue >= n).then_some(())
+        },
+    )
+    .await
+}

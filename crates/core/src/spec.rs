@@ -199,6 +199,11 @@ impl WebhookSpec {
         if let Some(sig) = &self.signature {
             out.extend(sig.secrets.iter().map(String::as_str));
         }
+        if let Some(cert) = self.tls.as_ref().and_then(|t| t.client_cert.as_deref())
+            && cert.contains("PRIVATE KEY")
+        {
+            out.push(cert);
+        }
         out.retain(|s| !s.is_empty());
         out
     }
@@ -254,14 +259,29 @@ url = "http://x/"
 [auth]
 basic = { username = "u", password = "pw" }
 [signature]
-secrets = ["whsec_abc"]"#,
+secrets = ["whsec_abc"]
+[tls]
+client_cert = """
+-----BEGIN CERTIFICATE-----
+Y2VydA==
+-----END CERTIFICATE-----
+-----BEGIN PRIVATE KEY-----
+c2VjcmV0a2V5
+-----END PRIVATE KEY-----
+"""
+ca_cert = "/etc/relay/ca.pem""#,
         )
         .unwrap();
         let shown = serde_json::to_string(&spec.redacted()).unwrap();
         assert!(
-            !shown.contains("pw") && !shown.contains("whsec_abc"),
+            !shown.contains("pw")
+                && !shown.contains("whsec_abc")
+                && !shown.contains("c2VjcmV0a2V5"),
             "{shown}"
         );
-        assert_eq!(spec.secrets(), vec!["pw", "whsec_abc"]);
+        assert!(shown.contains("/etc/relay/ca.pem"), "{shown}");
+        let secrets = spec.secrets();
+        assert_eq!(secrets[..2], ["pw", "whsec_abc"]);
+        assert!(secrets[2].contains("c2VjcmV0a2V5"));
     }
 }

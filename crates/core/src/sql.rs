@@ -14,6 +14,7 @@ pub const ROUTE_ADVANCE: &str = include_str!("../../../sql/queries/route_advance
 pub const ROUTE_INSERT: &str = include_str!("../../../sql/queries/route_insert.sql");
 pub const CLAIM: &str = include_str!("../../../sql/queries/claim.sql");
 pub const COMPLETE: &str = include_str!("../../../sql/queries/complete.sql");
+pub const RELEASE_NEXT: &str = include_str!("../../../sql/queries/release_next.sql");
 pub const DEAD_ALERTS: &str = include_str!("../../../sql/queries/dead_alerts.sql");
 pub const RESCUE: &str = include_str!("../../../sql/queries/rescue.sql");
 pub const RELEASE_PARKED: &str = include_str!("../../../sql/queries/release_parked.sql");

@@ -249,7 +249,11 @@ impl Catalog {
                 let result = match &row.spec {
                     Err(reason) => Err(reason.clone()),
                     Ok(spec) => match cache.get(&row.id) {
-                        Some((cached_spec, compiled)) if cached_spec == spec => {
+                        // Unchanged rows keep their compiled form (and HTTP client), unless a
+                        // certificate file they were built from changed on disk.
+                        Some((cached_spec, compiled))
+                            if cached_spec == spec && !compiled.endpoint.tls_files_changed() =>
+                        {
                             Ok(compiled.clone())
                         }
                         _ => compile(row.id, spec)

@@ -7,6 +7,7 @@ use outbox_core::{WebhookSpec, parse_duration};
 use outbox_renderer::Templates;
 
 use crate::signature::Signer;
+use crate::tls::TlsSettings;
 
 /// A problem with one configuration field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,6 +42,8 @@ pub struct Endpoint {
     pub signer: Option<Signer>,
     /// Precomputed `authorization` header value.
     pub authorization: Option<String>,
+    /// Client certificate and extra trusted CAs (`[tls]`); `None` uses the shared default client.
+    pub tls: Option<Arc<TlsSettings>>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -166,10 +169,26 @@ impl Endpoint {
                 Some(format!("Basic {token}"))
             }
         };
-        if spec.tls.is_some() {
+        let tls = match &spec.tls {
+            None => None,
+            Some(tls_spec) => match TlsSettings::from_spec(tls_spec) {
+                Ok(settings) => settings.map(Arc::new),
+                Err(errs) => {
+                    errors.extend(errs);
+                    None
+                }
+            },
+        };
+        if tls.is_some()
+            && spec
+                .url
+                .trim_start()
+                .get(..7)
+                .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
+        {
             errors.push(FieldError::new(
                 "tls",
-                "client certificates are not supported by this build yet",
+                "client_cert and ca_cert only apply to https:// URLs; the url starts with http://",
             ));
         }
         match (errors.is_empty(), templates) {
@@ -186,9 +205,18 @@ impl Endpoint {
                 templates,
                 signer,
                 authorization,
+                tls,
             }),
             _ => Err(errors),
         }
+    }
+}
+
+impl Endpoint {
+    /// Whether a certificate file this endpoint was compiled from changed on disk since (the
+    /// catalog then compiles the webhook again, which rebuilds its HTTP client).
+    pub fn tls_files_changed(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.files_changed())
     }
 }
 

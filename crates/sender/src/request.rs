@@ -71,5 +71,6 @@ pub fn build_request(
         headers,
         body: Bytes::from(rendered.body),
         timeout: endpoint.timeout,
+        tls: endpoint.tls.clone(),
     })
 }

@@ -216,11 +216,12 @@ impl Sender {
             return Ok(Next::WaitForCapacity);
         }
         let directory = self.directory.load_full();
-        let (ids, limits, leases) = {
+        let (ids, limits, leases, priorities) = {
             let counts = in_flight.lock().expect("in-flight counts");
             let mut ids = Vec::new();
             let mut limits = Vec::new();
             let mut leases = Vec::new();
+            let mut priorities = Vec::new();
             for ep in &directory.sendable {
                 let busy = counts.get(&ep.id).copied().unwrap_or(0);
                 let room = ep.max_in_flight.saturating_sub(busy).min(free);
@@ -239,9 +240,10 @@ impl Sender {
                         .lease
                         .max(ep.timeout + lookups + Duration::from_secs(2));
                     leases.push(lease.as_secs_f64());
+                    priorities.push(ep.priority);
                 }
             }
-            (ids, limits, leases)
+            (ids, limits, leases, priorities)
         };
         if ids.is_empty() {
             // Every webhook is at its max_in_flight (or none is active).
@@ -255,7 +257,10 @@ impl Sender {
         let claim = client.prepare_cached(sql::CLAIM).await?;
         let total = free as i64;
         let rows = client
-            .query(&claim, &[&ids, &limits, &leases, &total, &self.owner])
+            .query(
+                &claim,
+                &[&ids, &limits, &leases, &total, &self.owner, &priorities],
+            )
             .await?;
         drop(client);
 
@@ -510,7 +515,7 @@ impl Sender {
         let started: Vec<DateTime<Utc>> = batch.iter().map(|c| c.started_at).collect();
         let durations: Vec<i32> = batch.iter().map(|c| c.duration_ms).collect();
         let outcomes: Vec<&str> = batch.iter().map(|c| c.outcome).collect();
-        let applied: Vec<i64> = tx
+        let changed = tx
             .query(
                 &complete,
                 &[
@@ -527,10 +532,20 @@ impl Sender {
                     &self.owner,
                 ],
             )
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+            .await?;
+        let applied: Vec<i64> = changed.iter().map(|r| r.get(0)).collect();
+        // Records of ordered webhooks whose delivery finished: their next one may go. A statement
+        // of its own, so it sees what a concurrent routing transaction parked (release_next.sql).
+        let finished_ordered: Vec<&tokio_postgres::Row> =
+            changed.iter().filter(|r| r.get::<_, bool>(1)).collect();
+        if !finished_ordered.is_empty() {
+            let webhooks: Vec<i64> = finished_ordered.iter().map(|r| r.get(2)).collect();
+            let entities: Vec<&str> = finished_ordered.iter().map(|r| r.get(3)).collect();
+            let entity_ids: Vec<&str> = finished_ordered.iter().map(|r| r.get(4)).collect();
+            let release = tx.prepare_cached(sql::RELEASE_NEXT).await?;
+            tx.execute(&release, &[&webhooks, &entities, &entity_ids])
+                .await?;
+        }
         let dead: Vec<i64> = batch
             .iter()
             .filter(|c| c.next_state == "dead" && applied.contains(&c.delivery_id))

@@ -1,13 +1,15 @@
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 use crate::policy::NetworkPolicy;
+use crate::tls::TlsSettings;
 
 /// Bytes of the response body kept (and recorded in `outbox.attempts.response`).
 pub const RESPONSE_KEEP: usize = 4096;
@@ -24,6 +26,8 @@ pub struct OutboundRequest {
     pub body: Bytes,
     /// Limit for the whole attempt: connect, send, response.
     pub timeout: Duration,
+    /// The webhook's client certificate and extra CAs, if it has any.
+    pub tls: Option<Arc<TlsSettings>>,
 }
 
 /// What came back.
@@ -60,29 +64,88 @@ pub trait Transport: Send + Sync + 'static {
 
 /// reqwest with keep-alive connection pooling, no redirects, a 5 s connect timeout and the
 /// network policy applied to every resolved address (so DNS cannot smuggle a request to a
-/// metadata endpoint).
+/// metadata endpoint). Webhooks without TLS settings share one client; each distinct set of TLS
+/// settings (client certificate, extra CAs) gets its own, built on first use and dropped once no
+/// webhook uses those settings any more.
 #[derive(Clone)]
 pub struct HttpTransport {
     client: reqwest::Client,
     policy: Arc<NetworkPolicy>,
+    tls_clients: Arc<Mutex<HashMap<[u8; 32], TlsClient>>>,
+}
+
+/// A client for one TLS identity, and the settings (of live endpoints) that use it.
+struct TlsClient {
+    client: reqwest::Client,
+    users: Vec<Weak<TlsSettings>>,
 }
 
 impl HttpTransport {
     pub fn new(policy: NetworkPolicy) -> Result<HttpTransport, crate::Error> {
         let policy = Arc::new(policy);
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .tcp_nodelay(true)
-            .no_proxy()
-            .dns_resolver(Arc::new(PolicyResolver {
-                policy: policy.clone(),
-            }))
+        let client = client_builder(&policy)
             .build()
             .map_err(|e| crate::Error::Client(chain(&e)))?;
-        Ok(HttpTransport { client, policy })
+        Ok(HttpTransport {
+            client,
+            policy,
+            tls_clients: Arc::default(),
+        })
+    }
+
+    /// The client for a request: the shared one, or the one of its TLS settings.
+    async fn client_for(
+        policy: &Arc<NetworkPolicy>,
+        default: &reqwest::Client,
+        cache: &Mutex<HashMap<[u8; 32], TlsClient>>,
+        tls: Option<&Arc<TlsSettings>>,
+    ) -> Result<reqwest::Client, TransportError> {
+        let Some(tls) = tls else {
+            return Ok(default.clone());
+        };
+        let key = tls.fingerprint();
+        if let Some(entry) = cache.lock().expect("TLS clients").get_mut(&key) {
+            if !entry
+                .users
+                .iter()
+                .any(|u| std::ptr::eq(u.as_ptr(), Arc::as_ptr(tls)))
+            {
+                entry.users.retain(|u| u.strong_count() > 0);
+                entry.users.push(Arc::downgrade(tls));
+            }
+            return Ok(entry.client.clone());
+        }
+        // Building reads the system's root certificates: keep it off the async workers.
+        let settings = tls.clone();
+        let policy = policy.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            settings
+                .apply(client_builder(&policy))
+                .and_then(|b| b.build())
+                .map_err(|e| chain(&e))
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
+        let client = built.map_err(|e| TransportError {
+            kind: TransportErrorKind::Connect,
+            message: format!("cannot set up TLS with this webhook's [tls] settings: {e}"),
+        })?;
+        let mut cache = cache.lock().expect("TLS clients");
+        // Settings no live endpoint uses any more (the webhook changed or was removed) go.
+        cache.retain(|_, c| c.users.iter().any(|u| u.strong_count() > 0));
+        let entry = cache.entry(key).or_insert_with(|| TlsClient {
+            client,
+            users: Vec::new(),
+        });
+        entry.users.push(Arc::downgrade(tls));
+        Ok(entry.client.clone())
+    }
+
+    /// How many TLS-specific clients are cached.
+    #[cfg(test)]
+    fn tls_clients(&self) -> usize {
+        self.tls_clients.lock().expect("TLS clients").len()
     }
 
     /// Sends one request like [`Transport::send`], and also returns the response headers (for
@@ -91,15 +154,15 @@ impl HttpTransport {
         &self,
         request: OutboundRequest,
     ) -> Result<(Response, Vec<(String, String)>), TransportError> {
-        Self::execute(self.client.clone(), self.policy.clone(), request, true).await
+        self.clone().execute(request, true).await
     }
 
     async fn execute(
-        client: reqwest::Client,
-        policy: Arc<NetworkPolicy>,
+        self,
         request: OutboundRequest,
         keep_headers: bool,
     ) -> Result<(Response, Vec<(String, String)>), TransportError> {
+        let policy = &self.policy;
         let url = reqwest::Url::parse(&request.url).map_err(|e| TransportError {
             kind: TransportErrorKind::Connect,
             message: format!("invalid URL {:?}: {e}", request.url),
@@ -120,6 +183,13 @@ impl HttpTransport {
                 kind: TransportErrorKind::Connect,
                 message: format!("invalid method {}", request.method),
             })?;
+        let client = Self::client_for(
+            policy,
+            &self.client,
+            &self.tls_clients,
+            request.tls.as_ref(),
+        )
+        .await?;
         let mut builder = client.request(method, url);
         for (name, value) in &request.headers {
             builder = builder.header(name.as_str(), value.as_str());
@@ -190,9 +260,24 @@ impl Transport for HttpTransport {
         &self,
         request: OutboundRequest,
     ) -> Pin<Box<dyn Future<Output = Result<Response, TransportError>> + Send + 'static>> {
-        let exchange = Self::execute(self.client.clone(), self.policy.clone(), request, false);
+        let exchange = self.clone().execute(request, false);
         Box::pin(async move { exchange.await.map(|(response, _)| response) })
     }
+}
+
+/// What every client shares: no redirects, 5 s to connect, keep-alive pooling, the network policy
+/// on every resolved address.
+fn client_builder(policy: &Arc<NetworkPolicy>) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .no_proxy()
+        .dns_resolver(Arc::new(PolicyResolver {
+            policy: policy.clone(),
+        }))
 }
 
 fn classify(e: reqwest::Error) -> TransportError {
@@ -254,5 +339,82 @@ impl Resolve for PolicyResolver {
             let addrs: Addrs = Box::new(allowed.into_iter());
             Ok(addrs)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use outbox_core::TlsSpec;
+    use outbox_testkit::TestReceiver;
+    use outbox_testkit::tls::{CertAndKey, TestCa};
+
+    fn request(url: String, tls: Option<Arc<TlsSettings>>) -> OutboundRequest {
+        OutboundRequest {
+            method: "POST",
+            url,
+            headers: Vec::new(),
+            body: Bytes::from_static(b"{}"),
+            timeout: Duration::from_secs(10),
+            tls,
+        }
+    }
+
+    #[tokio::test]
+    async fn one_client_per_distinct_tls_identity_kept_only_while_used() {
+        let ca = TestCa::new("test CA");
+        let receiver = TestReceiver::start_tls(&ca.server_cert(), Some(&ca)).await;
+        let plain = TestReceiver::start().await;
+        let transport = HttpTransport::new(NetworkPolicy::default()).unwrap();
+        let settings = |cert: &CertAndKey| {
+            Arc::new(
+                TlsSettings::from_spec(&TlsSpec {
+                    client_cert: Some(cert.bundle_pem()),
+                    ca_cert: Some(ca.cert_pem()),
+                })
+                .unwrap()
+                .unwrap(),
+            )
+        };
+        let (a, b) = (ca.client_cert("a"), ca.client_cert("b"));
+        let presented = || receiver.requests().last().unwrap().client_cert.clone();
+
+        let first = settings(&a);
+        let same = settings(&a);
+        for tls in [&first, &same] {
+            let response = transport
+                .send(request(receiver.url("/"), Some(tls.clone())))
+                .await
+                .unwrap();
+            assert_eq!(response.status, 200);
+        }
+        assert_eq!(transport.tls_clients(), 1, "equal settings share a client");
+        assert_eq!(presented().as_deref(), Some(a.cert_der.as_slice()));
+
+        // The webhook's certificate changed: its old settings are gone, a new client is built
+        // and the old one dropped.
+        drop((first, same));
+        let second = settings(&b);
+        transport
+            .send(request(receiver.url("/"), Some(second.clone())))
+            .await
+            .unwrap();
+        assert_eq!(transport.tls_clients(), 1);
+        assert_eq!(presented().as_deref(), Some(b.cert_der.as_slice()));
+
+        let again = settings(&a);
+        transport
+            .send(request(receiver.url("/"), Some(again.clone())))
+            .await
+            .unwrap();
+        assert_eq!(transport.tls_clients(), 2, "both identities are in use");
+
+        transport.send(request(plain.url("/"), None)).await.unwrap();
+        assert_eq!(
+            transport.tls_clients(),
+            2,
+            "no TLS settings: the shared client"
+        );
+        assert_eq!(plain.count(), 1);
     }
 }

@@ -4,11 +4,13 @@
 //!   `DATABASE_URL` (an admin URL), or on a private cluster started once per test process from the
 //!   local `initdb`/`postgres` binaries. It is migrated by the product's own `migrate`.
 //! - [`TestReceiver`] is an HTTP server on port 0 that records every request and answers as the
-//!   test scripts it (status, delay, body, headers).
+//!   test scripts it (status, delay, body, headers); [`TestReceiver::start_tls`] serves HTTPS
+//!   with certificates from a [`tls::TestCa`], optionally requiring a client certificate.
 //! - [`wait_until`] polls a condition with a deadline: tests never sleep to synchronise.
 
 mod db;
 mod receiver;
+pub mod tls;
 
 pub use db::{TestDb, admin_url};
 pub use receiver::{Received, Reply, TestReceiver};

@@ -12,6 +12,10 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+
+use crate::tls::{CertAndKey, TestCa};
 
 /// A request the receiver got.
 #[derive(Debug, Clone)]
@@ -24,6 +28,8 @@ pub struct Received {
     pub at: Instant,
     /// When the response was sent (after any scripted delay).
     pub answered_at: Instant,
+    /// DER of the certificate the client presented (TLS receivers that ask for one).
+    pub client_cert: Option<Bytes>,
 }
 
 impl Received {
@@ -92,6 +98,8 @@ struct State {
     handler: Option<Handler>,
     in_flight: usize,
     max_in_flight: usize,
+    connections: usize,
+    failed_handshakes: usize,
 }
 
 /// An HTTP receiver on 127.0.0.1:<random port> that records requests and answers as scripted:
@@ -100,36 +108,106 @@ struct State {
 pub struct TestReceiver {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
+    tls: bool,
 }
 
 impl TestReceiver {
     pub async fn start() -> TestReceiver {
+        TestReceiver::start_with(None).await
+    }
+
+    /// An HTTPS receiver presenting `server` (issued for 127.0.0.1 and localhost). With
+    /// `client_ca`, it requires a client certificate issued by that CA and refuses the
+    /// handshake otherwise.
+    pub async fn start_tls(server: &CertAndKey, client_ca: Option<&TestCa>) -> TestReceiver {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions");
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots
+                    .add(ca.cert_der().into())
+                    .expect("test CA is a trust anchor");
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    roots.into(),
+                    provider,
+                )
+                .build()
+                .expect("client verifier");
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let config = builder
+            .with_single_cert(
+                vec![server.cert_der.clone().into()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(server.key_der.clone().into()),
+            )
+            .expect("server certificate");
+        TestReceiver::start_with(Some(TlsAcceptor::from(Arc::new(config)))).await
+    }
+
+    async fn start_with(tls: Option<TlsAcceptor>) -> TestReceiver {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("binding the test receiver");
         let addr = listener.local_addr().expect("receiver address");
         let state: Arc<Mutex<State>> = Arc::default();
         let accept_state = state.clone();
+        let is_tls = tls.is_some();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
                 let state = accept_state.clone();
+                state.lock().unwrap().connections += 1;
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(state.clone(), req));
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    match tls {
+                        None => {
+                            let service = service_fn(move |req| handle(state.clone(), None, req));
+                            let _ = http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                        Some(acceptor) => {
+                            let stream = match acceptor.accept(stream).await {
+                                Ok(s) => s,
+                                Err(_) => {
+                                    state.lock().unwrap().failed_handshakes += 1;
+                                    return;
+                                }
+                            };
+                            let peer = stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|certs| certs.first())
+                                .map(|c| Bytes::copy_from_slice(c.as_ref()));
+                            let service =
+                                service_fn(move |req| handle(state.clone(), peer.clone(), req));
+                            let _ = http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                    }
                 });
             }
         });
-        TestReceiver { addr, state }
+        TestReceiver {
+            addr,
+            state,
+            tls: is_tls,
+        }
     }
 
-    /// `http://127.0.0.1:<port><path>`
+    /// `http://127.0.0.1:<port><path>` (`https://` for a TLS receiver)
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.addr)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -154,6 +232,16 @@ impl TestReceiver {
         self.state.lock().unwrap().received.len()
     }
 
+    /// TCP connections accepted so far (a refused destination never gets one).
+    pub fn connections(&self) -> usize {
+        self.state.lock().unwrap().connections
+    }
+
+    /// TLS handshakes that failed (e.g. no or an untrusted client certificate).
+    pub fn failed_handshakes(&self) -> usize {
+        self.state.lock().unwrap().failed_handshakes
+    }
+
     /// The most requests that were being answered at the same time.
     pub fn max_concurrency(&self) -> usize {
         self.state.lock().unwrap().max_in_flight
@@ -175,6 +263,7 @@ impl TestReceiver {
 
 async fn handle(
     state: Arc<Mutex<State>>,
+    client_cert: Option<Bytes>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let at = Instant::now();
@@ -207,6 +296,7 @@ async fn handle(
         body,
         at,
         answered_at: at,
+        client_cert,
     };
     // Recorded on arrival, so a request whose sender died mid-way is still seen.
     let (reply, index) = {

@@ -1,0 +1,400 @@
+//! How the queue is worked: coalescing, per-entity order, priority, max_in_flight and the global
+//! concurrency bound (issue 5).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use outbox_testkit::{Received, Reply, TestDb, TestReceiver, wait_until};
+
+use crate::support::*;
+
+const ORDERS: &str = "CREATE TABLE orders (id bigint PRIMARY KEY, status text NOT NULL);
+     CREATE TRIGGER orders_outbox AFTER INSERT OR UPDATE OR DELETE ON orders
+         FOR EACH ROW EXECUTE FUNCTION outbox.capture('order');
+     INSERT INTO orders VALUES (1, 'v0');";
+
+fn coalescing_webhook(url: &str, active: bool) -> String {
+    format!(
+        "[[webhook]]\nname = \"sync\"\nevents = [\"order.updated\"]\nurl = \"{url}\"\ncoalesce = true\nactive = {active}\n"
+    )
+}
+
+/// `(coalesced, event_id)` of the webhook's queued deliveries.
+async fn queued(client: &tokio_postgres::Client) -> Vec<(i32, i64)> {
+    client
+        .query(
+            "SELECT coalesced, event_id FROM outbox.deliveries WHERE webhook = 'sync' ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+#[tokio::test]
+async fn five_updates_of_a_record_waiting_in_the_queue_become_one_delivery_of_the_newest_row() {
+    let db = TestDb::new().await;
+    let receiver = TestReceiver::start().await;
+    let client = db.connect().await;
+    client.batch_execute(ORDERS).await.unwrap();
+    // Paused: the delivery stays pending and never attempted while the updates come in, each
+    // routed on its own.
+    apply(&db, &coalescing_webhook(&receiver.url("/sync"), false)).await;
+    let relay = start(&db).await;
+    for i in 1..=5 {
+        client
+            .execute(
+                "UPDATE orders SET status = $1 WHERE id = 1",
+                &[&format!("v{i}")],
+            )
+            .await
+            .unwrap();
+        wait_until(SOON, &format!("update {i} to be routed"), || async {
+            let q = queued(&client).await;
+            (q.len() == 1 && q[0].0 == i - 1).then_some(())
+        })
+        .await;
+    }
+    let newest: i64 = client
+        .query_one("SELECT max(id) FROM outbox.events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(queued(&client).await, vec![(4, newest)]);
+
+    apply(&db, &coalescing_webhook(&receiver.url("/sync"), true)).await;
+    wait_for_status(&client, 1, "succeeded").await;
+    let body = receiver.wait_for(1, SOON).await[0].json();
+    assert_eq!(body["data"]["status"], "v5");
+    assert_eq!(body["old"]["status"], "v4");
+
+    // An attempted delivery is never replaced: the next update is a delivery of its own.
+    client
+        .execute("UPDATE orders SET status = 'v6' WHERE id = 1", &[])
+        .await
+        .unwrap();
+    let log = wait_for_status(&client, 2, "succeeded").await;
+    relay.stop().await;
+    assert_eq!(receiver.count(), 2);
+    assert_eq!(receiver.requests()[1].json()["data"]["status"], "v6");
+    let coalesced: Vec<i32> = client
+        .query("SELECT coalesced FROM outbox.delivery_log ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(coalesced, vec![4, 0]);
+    assert_eq!(log.len(), 2);
+}
+
+#[tokio::test]
+async fn updates_routed_in_one_page_are_coalesced_too() {
+    let db = TestDb::new().await;
+    let receiver = TestReceiver::start().await;
+    let client = db.connect().await;
+    client.batch_execute(ORDERS).await.unwrap();
+    apply(&db, &coalescing_webhook(&receiver.url("/sync"), true)).await;
+    // Written before the relay starts: all five are routed in its first page.
+    for i in 1..=5 {
+        client
+            .execute(
+                "UPDATE orders SET status = $1 WHERE id = 1",
+                &[&format!("v{i}")],
+            )
+            .await
+            .unwrap();
+    }
+    let relay = start(&db).await;
+    wait_for_status(&client, 1, "succeeded").await;
+    relay.stop().await;
+
+    assert_eq!(receiver.count(), 1);
+    let body = receiver.requests()[0].json();
+    assert_eq!(body["data"]["status"], "v5");
+    let coalesced: i32 = client
+        .query_one("SELECT coalesced FROM outbox.delivery_log", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(coalesced, 4);
+}
+
+/// The `seq` of a request's event data.
+fn seq(r: &Received) -> i64 {
+    r.json()["data"]["seq"].as_i64().unwrap()
+}
+
+#[tokio::test]
+async fn ordered_deliveries_of_one_record_never_overlap_while_other_records_proceed() {
+    let db = TestDb::new().await;
+    let receiver = TestReceiver::start().await;
+    let failed_once = Arc::new(AtomicBool::new(false));
+    let flag = failed_once.clone();
+    receiver.handle(move |r| {
+        let body = r.json();
+        // The second event of record A fails once: the third must wait for its retry.
+        if body["entity_id"] == "A"
+            && body["data"]["seq"] == 2
+            && !flag.swap(true, Ordering::SeqCst)
+        {
+            return Reply::status(500).delay(Duration::from_millis(100));
+        }
+        Reply::ok().delay(Duration::from_millis(100))
+    });
+    apply(
+        &db,
+        &format!(
+            "[[webhook]]\nname = \"seq\"\nevents = [\"order.*\"]\nurl = \"{}\"\nordered = true\nretry_schedule = [\"100ms\"]\n",
+            receiver.url("/seq")
+        ),
+    )
+    .await;
+    let relay = start(&db).await;
+    let client = db.connect().await;
+    // A burst, each event its own transaction, interleaving two records.
+    for seq in 1..=6 {
+        for record in ["A", "B"] {
+            emit(
+                &client,
+                "order.updated",
+                "order",
+                record,
+                serde_json::json!({ "seq": seq }),
+            )
+            .await;
+        }
+    }
+    wait_for_status(&client, 12, "succeeded").await;
+    relay.stop().await;
+
+    let got = receiver.requests();
+    let mut by_record: HashMap<String, Vec<&Received>> = HashMap::new();
+    for r in &got {
+        by_record
+            .entry(r.json()["entity_id"].as_str().unwrap().to_string())
+            .or_default()
+            .push(r);
+    }
+    let seqs = |record: &str| by_record[record].iter().map(|r| seq(r)).collect::<Vec<_>>();
+    assert_eq!(
+        seqs("A"),
+        vec![1, 2, 2, 3, 4, 5, 6],
+        "A in event order, 2 retried before 3"
+    );
+    assert_eq!(seqs("B"), vec![1, 2, 3, 4, 5, 6]);
+    for record in ["A", "B"] {
+        for pair in by_record[record].windows(2) {
+            assert!(
+                pair[1].at >= pair[0].answered_at,
+                "{record}: seq {} was sent before seq {} was answered",
+                seq(pair[1]),
+                seq(pair[0])
+            );
+        }
+    }
+    let overlapped = by_record["A"].iter().any(|a| {
+        by_record["B"]
+            .iter()
+            .any(|b| a.at < b.answered_at && b.at < a.answered_at)
+    });
+    assert!(overlapped, "records A and B are sent in parallel");
+}
+
+#[tokio::test]
+async fn higher_priority_goes_first_and_equal_priority_oldest_first() {
+    let db = TestDb::new().await;
+    let receiver = TestReceiver::start().await;
+    let hook = |name: &str, priority: i32| {
+        format!(
+            "[[webhook]]\nname = \"{name}\"\nevents = [\"job.*\"]\nurl = \"{}\"\npriority = {priority}\n",
+            receiver.url(&format!("/{name}"))
+        )
+    };
+    apply(
+        &db,
+        &[hook("low", 0), hook("high", 10), hook("middle", 5)].concat(),
+    )
+    .await;
+    let client = db.connect().await;
+    for i in 1..=4 {
+        emit(
+            &client,
+            "job.created",
+            "job",
+            &i.to_string(),
+            serde_json::json!({}),
+        )
+        .await;
+    }
+    // One request at a time: the order of arrival is the order of claiming.
+    let mut settings = settings(&db);
+    settings.concurrency = 1;
+    let relay = outbox_relay::relay::Relay::start(settings).await.unwrap();
+    let got = receiver.wait_for(12, SOON).await;
+    relay.stop().await;
+
+    let order: Vec<String> = got
+        .iter()
+        .map(|r| {
+            format!(
+                "{}:{}",
+                r.path.trim_start_matches('/'),
+                r.json()["entity_id"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let expected: Vec<String> = ["high", "middle", "low"]
+        .iter()
+        .flat_map(|w| (1..=4).map(move |i| format!("{w}:{i}")))
+        .collect();
+    assert_eq!(order, expected);
+    assert_eq!(receiver.max_concurrency(), 1);
+}
+
+#[tokio::test]
+async fn among_webhooks_of_equal_priority_the_oldest_delivery_goes_first() {
+    let db = TestDb::new().await;
+    let receiver = TestReceiver::start().await;
+    let hook = |name: &str| {
+        format!(
+            "[[webhook]]\nname = \"{name}\"\nevents = [\"job.*\"]\nurl = \"{}\"\n",
+            receiver.url(&format!("/{name}"))
+        )
+    };
+    apply(&db, &[hook("first"), hook("second")].concat()).await;
+    let client = db.connect().await;
+    for i in 1..=4 {
+        emit(
+            &client,
+            "job.created",
+            "job",
+            &i.to_string(),
+            serde_json::json!({}),
+        )
+        .await;
+    }
+    let mut settings = settings(&db);
+    settings.concurrency = 1;
+    let relay = outbox_relay::relay::Relay::start(settings).await.unwrap();
+    let got = receiver.wait_for(8, SOON).await;
+    relay.stop().await;
+
+    // Both webhooks' deliveries of job 1 go before either's delivery of job 2: the first webhook
+    // does not get to drain its queue while the second one's older deliveries wait.
+    let jobs: Vec<String> = got
+        .iter()
+        .map(|r| r.json()["entity_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(jobs, vec!["1", "1", "2", "2", "3", "3", "4", "4"]);
+}
+
+#[tokio::test]
+async fn max_in_flight_bounds_concurrent_requests_to_a_webhook() {
+    let db = TestDb::new().await;
+    let receiver = TestReceiver::start().await;
+    receiver.handle(|_| Reply::ok().delay(Duration::from_millis(200)));
+    apply(
+        &db,
+        &format!(
+            "[[webhook]]\nname = \"narrow\"\nevents = [\"*\"]\nurl = \"{}\"\nmax_in_flight = 3\n",
+            receiver.url("/narrow")
+        ),
+    )
+    .await;
+    let relay = start(&db).await;
+    let client = db.connect().await;
+    client
+        .execute(
+            "INSERT INTO outbox.events (event_type, entity, entity_id)
+             SELECT 'item.created', 'item', i::text FROM generate_series(1, 15) i",
+            &[],
+        )
+        .await
+        .unwrap();
+    wait_for_status(&client, 15, "succeeded").await;
+    relay.stop().await;
+    assert_eq!(receiver.max_concurrency(), 3);
+}
+
+#[tokio::test]
+async fn the_global_concurrency_bounds_requests_over_all_webhooks() {
+    let db = TestDb::new().await;
+    let receiver = TestReceiver::start().await;
+    receiver.handle(|_| Reply::ok().delay(Duration::from_millis(200)));
+    let hook = |name: &str| {
+        format!(
+            "[[webhook]]\nname = \"{name}\"\nevents = [\"*\"]\nurl = \"{}\"\n",
+            receiver.url(&format!("/{name}"))
+        )
+    };
+    apply(&db, &[hook("one"), hook("two"), hook("three")].concat()).await;
+    let client = db.connect().await;
+    client
+        .execute(
+            "INSERT INTO outbox.events (event_type, entity, entity_id)
+             SELECT 'item.created', 'item', i::text FROM generate_series(1, 5) i",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut settings = settings(&db);
+    settings.concurrency = 4;
+    let relay = outbox_relay::relay::Relay::start(settings).await.unwrap();
+    wait_for_status(&client, 15, "succeeded").await;
+    relay.stop().await;
+    assert_eq!(receiver.max_concurrency(), 4);
+}
+
+#[tokio::test]
+async fn ordered_records_stay_in_order_while_events_keep_arriving() {
+    let db = TestDb::new().await;
+    let receiver = TestReceiver::start().await;
+    apply(
+        &db,
+        &format!(
+            "[[webhook]]\nname = \"stream\"\nevents = [\"*\"]\nurl = \"{}\"\nordered = true\n",
+            receiver.url("/stream")
+        ),
+    )
+    .await;
+    let relay = start(&db).await;
+    let client = db.connect().await;
+    // Routing parks new events behind deliveries that are completing at the same moment; every
+    // parked one must be released by the completion, not left for the relay's periodic sweep
+    // (which runs every 15 s with the default lease: far beyond this deadline).
+    const N: usize = 600;
+    for seq in 0..N {
+        let record = (seq % 4).to_string();
+        emit(
+            &client,
+            "order.updated",
+            "order",
+            &record,
+            serde_json::json!({ "seq": seq }),
+        )
+        .await;
+    }
+    let got = receiver.wait_for(N, Duration::from_secs(10)).await;
+    relay.stop().await;
+
+    let mut by_record: HashMap<String, Vec<&Received>> = HashMap::new();
+    for r in &got {
+        by_record
+            .entry(r.json()["entity_id"].as_str().unwrap().to_string())
+            .or_default()
+            .push(r);
+    }
+    assert_eq!(by_record.len(), 4);
+    for (record, requests) in &by_record {
+        assert_eq!(requests.len(), N / 4, "{record}");
+        for pair in requests.windows(2) {
+            assert!(seq(pair[0]) < seq(pair[1]), "{record}: out of order");
+            assert!(pair[1].at >= pair[0].answered_at, "{record}: overlapping");
+        }
+    }
+}
