@@ -25,7 +25,10 @@ use std::sync::Arc;
 
 use outbox_core::Event;
 
-pub use filter::{Filter, FilterError};
+pub use filter::{
+    COMPILER_STACK, Filter, FilterError, MAX_FILTER_DEPTH, MAX_FILTER_LEN, MAX_FILTER_LOOP_NESTING,
+    MAX_FILTER_NESTING, MAX_FILTER_TERMS,
+};
 pub use pattern::Pattern;
 
 struct Entry<T> {
@@ -184,5 +187,32 @@ mod tests {
         );
         assert_eq!(matched(&m, "orders.created"), vec!["all"]);
         assert_eq!(matched(&m, "order"), vec!["all"]);
+    }
+
+    #[test]
+    fn only_the_filters_of_candidates_are_evaluated() {
+        let p = |s: &str| Pattern::parse(s).unwrap();
+        // Fails on every event: had it been evaluated, its error would have been reported.
+        let failing = Arc::new(Filter::compile("event.data.nope == 1").unwrap());
+        let mut m = Matcher::new();
+        for i in 0..10_000 {
+            m.insert(
+                &format!("other-{i}"),
+                &[p(&format!("invoice{i}.created")), p(&format!("stock{i}.*"))],
+                Some(failing.clone()),
+                "other",
+            );
+        }
+        let qty = Arc::new(Filter::compile("event.data.qty == 3").unwrap());
+        m.insert("orders", &[p("order.*")], Some(qty), "orders");
+        m.insert("failing", &[p("order.created")], Some(failing), "failing");
+        let (mut out, mut errors) = (Vec::new(), Vec::new());
+        m.matches(
+            &event("order.created"),
+            |p| out.push(*p),
+            |name, _| errors.push(name.to_string()),
+        );
+        assert_eq!(out, ["orders"]);
+        assert_eq!(errors, ["failing"]);
     }
 }

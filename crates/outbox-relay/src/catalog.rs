@@ -16,6 +16,8 @@ use outbox_matcher::{Filter, FilterError, Matcher, Pattern};
 use outbox_sender::{Directory, Endpoint, FieldError};
 use serde_json::{Map, Value};
 
+use crate::error::Failure;
+
 /// A webhook compiled for routing and sending.
 pub struct Compiled {
     pub patterns: Vec<Pattern>,
@@ -153,29 +155,44 @@ pub fn webhook_row(row: &tokio_postgres::Row) -> Result<WebhookRow, tokio_postgr
     })
 }
 
+/// When each webhook's filter last logged an error. Outlives reloads, so a failing filter logs at
+/// most once a minute however often the configuration changes.
+type FilterLogTimes = Arc<Mutex<HashMap<Arc<str>, Instant>>>;
+
+/// How often a failing filter may log, per webhook.
+const FILTER_LOG_EVERY: Duration = Duration::from_secs(60);
+
 /// Routes events with the matcher, logging filter errors at most once a minute per webhook.
 pub struct LiveRouting {
     matcher: Matcher<Target>,
-    last_filter_log: Mutex<HashMap<Arc<str>, Instant>>,
+    last_filter_log: FilterLogTimes,
 }
 
 impl LiveRouting {
-    fn new(matcher: Matcher<Target>) -> LiveRouting {
+    fn new(matcher: Matcher<Target>, last_filter_log: FilterLogTimes) -> LiveRouting {
         LiveRouting {
             matcher,
-            last_filter_log: Mutex::new(HashMap::new()),
+            last_filter_log,
         }
     }
 
     fn filter_failed(&self, webhook: &str, event: &Event, error: &FilterError) {
         telemetry::filter_error(webhook);
-        let mut last = self.last_filter_log.lock().expect("filter log times");
         let now = Instant::now();
-        let due = last
-            .get(webhook)
-            .is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(60));
+        let due = {
+            let mut last = self
+                .last_filter_log
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let due = last
+                .get(webhook)
+                .is_none_or(|t| now.duration_since(*t) >= FILTER_LOG_EVERY);
+            if due {
+                last.insert(webhook.into(), now);
+            }
+            due
+        };
         if due {
-            last.insert(webhook.into(), now);
             tracing::warn!(
                 webhook,
                 event_id = event.id,
@@ -197,19 +214,28 @@ impl Routing for LiveRouting {
     }
 }
 
+/// Compiled webhooks by row id, with the configuration each was compiled from.
+type CompiledById = HashMap<i64, (WebhookSpec, Arc<Compiled>)>;
+
 /// The live, compiled configuration, shared by the router and the sender.
 pub struct Catalog {
     pub directory: Arc<ArcSwap<Directory>>,
     pub routing: ArcSwap<LiveRouting>,
-    cache: Mutex<HashMap<i64, (WebhookSpec, Arc<Compiled>)>>,
+    cache: Mutex<CompiledById>,
+    last_filter_log: FilterLogTimes,
 }
 
 impl Default for Catalog {
     fn default() -> Self {
+        let last_filter_log = FilterLogTimes::default();
         Catalog {
             directory: Arc::new(ArcSwap::from_pointee(Directory::default())),
-            routing: ArcSwap::from_pointee(LiveRouting::new(Matcher::new())),
+            routing: ArcSwap::from_pointee(LiveRouting::new(
+                Matcher::new(),
+                last_filter_log.clone(),
+            )),
             cache: Mutex::new(HashMap::new()),
+            last_filter_log,
         }
     }
 }
@@ -221,17 +247,68 @@ pub struct Reloaded {
     pub invalid: usize,
 }
 
+/// The outcome of validating and compiling every row.
+struct Verdicts {
+    compiled: CompiledById,
+    /// Rows whose stored `valid`/`error` must change: (id, valid, error).
+    changes: Vec<(i64, bool, Option<String>)>,
+    summary: Reloaded,
+}
+
+/// Validates and compiles every row, reusing `cache` for rows that did not change. Pure CPU work
+/// (CEL and template compilation): callers run it off the async reactor.
+fn judge(rows: Vec<WebhookRow>, cache: CompiledById) -> Verdicts {
+    let mut out = Verdicts {
+        compiled: HashMap::new(),
+        changes: Vec::new(),
+        summary: Reloaded::default(),
+    };
+    for row in rows {
+        let result = match &row.spec {
+            Err(reason) => Err(reason.clone()),
+            Ok(spec) => match cache.get(&row.id) {
+                Some((cached_spec, compiled)) if cached_spec == spec => Ok(compiled.clone()),
+                _ => compile(row.id, spec)
+                    .map(Arc::new)
+                    .map_err(|errs| describe_errors(&errs)),
+            },
+        };
+        match result {
+            Ok(compiled) => {
+                out.summary.valid += 1;
+                if !row.valid || row.error.is_some() {
+                    out.changes.push((row.id, true, None));
+                }
+                if let Ok(spec) = row.spec {
+                    out.compiled.insert(row.id, (spec, compiled));
+                }
+            }
+            Err(reason) => {
+                out.summary.invalid += 1;
+                if row.valid || row.error.as_deref() != Some(reason.as_str()) {
+                    tracing::warn!(webhook = %row.name, error = %reason, "webhook is invalid and will not run until fixed");
+                    out.changes.push((row.id, false, Some(reason)));
+                }
+            }
+        }
+    }
+    out
+}
+
 impl Catalog {
     /// Loads, validates and compiles every webhook and relation, records validity in the table and
-    /// swaps the new configuration in.
-    pub async fn reload(&self, pool: &Pool) -> Result<Reloaded, outbox_core::Error> {
+    /// swaps the new configuration in. Compilation runs on the blocking pool.
+    pub async fn reload(&self, pool: &Pool) -> Result<Reloaded, Failure> {
         let client = pool.get().await?;
         let rows = client
             .query(
                 &format!("SELECT {WEBHOOK_COLUMNS} FROM outbox.webhooks ORDER BY id"),
                 &[],
             )
-            .await?;
+            .await?
+            .iter()
+            .map(webhook_row)
+            .collect::<Result<Vec<_>, _>>()?;
         let relations: HashMap<(String, String), String> = client
             .query("SELECT entity, name, query FROM outbox.relations", &[])
             .await?
@@ -239,45 +316,11 @@ impl Catalog {
             .map(|r| ((r.get(0), r.get(1)), r.get(2)))
             .collect();
 
-        let mut summary = Reloaded::default();
-        let mut compiled_now: HashMap<i64, (WebhookSpec, Arc<Compiled>)> = HashMap::new();
-        let mut verdicts: Vec<(i64, bool, Option<String>)> = Vec::new();
-        {
-            let cache = self.cache.lock().expect("catalog cache");
-            for row in &rows {
-                let row = webhook_row(row)?;
-                let result = match &row.spec {
-                    Err(reason) => Err(reason.clone()),
-                    Ok(spec) => match cache.get(&row.id) {
-                        Some((cached_spec, compiled)) if cached_spec == spec => {
-                            Ok(compiled.clone())
-                        }
-                        _ => compile(row.id, spec)
-                            .map(Arc::new)
-                            .map_err(|errs| describe_errors(&errs)),
-                    },
-                };
-                match result {
-                    Ok(compiled) => {
-                        summary.valid += 1;
-                        if !row.valid || row.error.is_some() {
-                            verdicts.push((row.id, true, None));
-                        }
-                        if let Ok(spec) = row.spec {
-                            compiled_now.insert(row.id, (spec, compiled));
-                        }
-                    }
-                    Err(reason) => {
-                        summary.invalid += 1;
-                        if row.valid || row.error.as_deref() != Some(reason.as_str()) {
-                            tracing::warn!(webhook = %row.name, error = %reason, "webhook is invalid and will not run until fixed");
-                            verdicts.push((row.id, false, Some(reason)));
-                        }
-                    }
-                }
-            }
-        }
-        for (id, valid, error) in &verdicts {
+        let cache = std::mem::take(&mut *self.cache.lock().unwrap_or_else(|p| p.into_inner()));
+        let verdicts = tokio::task::spawn_blocking(move || judge(rows, cache))
+            .await
+            .map_err(|e| Failure::runtime(format!("compiling webhooks failed: {e}")))?;
+        for (id, valid, error) in &verdicts.changes {
             client
                 .execute(
                     "UPDATE outbox.webhooks SET valid = $2, error = $3 WHERE id = $1",
@@ -288,10 +331,10 @@ impl Catalog {
 
         let mut matcher = Matcher::new();
         let mut endpoints = Vec::new();
-        let mut ids: Vec<&i64> = compiled_now.keys().collect();
+        let mut ids: Vec<&i64> = verdicts.compiled.keys().collect();
         ids.sort();
         for id in ids {
-            let (spec, c) = &compiled_now[id];
+            let (spec, c) = &verdicts.compiled[id];
             telemetry::register_webhook(&spec.name);
             matcher.insert(
                 &spec.name,
@@ -307,11 +350,14 @@ impl Catalog {
             );
             endpoints.push(c.endpoint.clone());
         }
-        self.routing.store(Arc::new(LiveRouting::new(matcher)));
+        self.routing.store(Arc::new(LiveRouting::new(
+            matcher,
+            self.last_filter_log.clone(),
+        )));
         self.directory
             .store(Arc::new(Directory::new(endpoints, relations)));
-        *self.cache.lock().expect("catalog cache") = compiled_now;
-        Ok(summary)
+        *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = verdicts.compiled;
+        Ok(verdicts.summary)
     }
 }
 
