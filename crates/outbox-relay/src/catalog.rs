@@ -30,6 +30,30 @@ pub fn compile(id: i64, spec: &WebhookSpec) -> Result<Compiled, Vec<FieldError>>
     let mut errors = Vec::new();
     if spec.name.trim().is_empty() {
         errors.push(FieldError::new("name", "must not be empty"));
+    } else if spec.name.trim() != spec.name {
+        errors.push(FieldError::new(
+            "name",
+            format!("{:?} must not start or end with spaces", spec.name),
+        ));
+    } else if spec.name.chars().any(char::is_control) {
+        errors.push(FieldError::new(
+            "name",
+            "must not contain control characters (line breaks, tabs)",
+        ));
+    } else if spec.name.chars().count() > MAX_NAME_CHARS {
+        errors.push(FieldError::new(
+            "name",
+            format!("is longer than {MAX_NAME_CHARS} characters"),
+        ));
+    }
+    if !is_media_type(&spec.content_type) {
+        errors.push(FieldError::new(
+            "content_type",
+            format!(
+                "{:?} is not a media type; write e.g. \"application/json\", \"application/xml\" or \"text/plain; charset=utf-8\"",
+                spec.content_type
+            ),
+        ));
     }
     if spec.events.is_empty() {
         errors.push(FieldError::new(
@@ -69,6 +93,23 @@ pub fn compile(id: i64, spec: &WebhookSpec) -> Result<Compiled, Vec<FieldError>>
         }),
         _ => Err(errors),
     }
+}
+
+/// Longest webhook name accepted (names label metrics and appear in every listing).
+const MAX_NAME_CHARS: usize = 200;
+
+/// `type/subtype`, optionally followed by `; parameters`, as a `content-type` header needs.
+fn is_media_type(text: &str) -> bool {
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    let essence = text.split(';').next().unwrap_or("").trim();
+    !text.chars().any(char::is_control)
+        && essence
+            .split_once('/')
+            .is_some_and(|(t, sub)| token(t) && token(sub))
 }
 
 /// One line naming every problem.
@@ -386,4 +427,77 @@ pub fn check_relation(relation: &RelationSpec) -> Vec<FieldError> {
         errors.push(FieldError::new("query", "must not be empty"));
     }
     errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(extra: &str) -> WebhookSpec {
+        toml::from_str(&format!(
+            "name = \"w\"\nevents = [\"*\"]\nurl = \"https://example.com/\"\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    fn fields(extra: &str) -> Vec<String> {
+        match compile(1, &spec(extra)) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.into_iter().map(|e| e.field).collect(),
+        }
+    }
+
+    #[test]
+    fn content_types_must_be_media_types() {
+        for ok in [
+            "application/json",
+            "application/xml",
+            "text/plain; charset=utf-8",
+            "application/vnd.api+json",
+        ] {
+            assert!(is_media_type(ok), "{ok}");
+        }
+        for bad in ["json", "", "text/", "/plain", "text/plain\r\nX: y", "a b/c"] {
+            assert!(!is_media_type(bad), "{bad}");
+        }
+        assert_eq!(fields("content_type = \"xml\""), ["content_type"]);
+    }
+
+    #[test]
+    fn names_are_checked() {
+        let mut s = spec("");
+        s.name = " w".into();
+        let errors = compile(1, &s).err().unwrap();
+        assert_eq!(errors[0].field, "name");
+        s.name = "a\nb".into();
+        assert!(compile(1, &s).is_err());
+        s.name = "x".repeat(201);
+        assert!(compile(1, &s).is_err());
+    }
+
+    #[test]
+    fn every_problem_of_a_webhook_is_reported() {
+        let mut s = spec(
+            "filter = \"event.(\"\ntimeout = \"soon\"\nmax_attempts = 0\ncontent_type = \"json\"",
+        );
+        s.events = vec!["a*".into()];
+        let got: Vec<String> = compile(1, &s)
+            .err()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        for field in [
+            "events[0]",
+            "filter",
+            "timeout",
+            "max_attempts",
+            "content_type",
+        ] {
+            assert!(
+                got.iter().any(|f| f == field),
+                "{field} missing from {got:?}"
+            );
+        }
+    }
 }
