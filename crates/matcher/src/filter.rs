@@ -166,7 +166,7 @@ impl Filter {
     }
 
     /// Evaluates the filter against one event (tests and one-off checks; the [`crate::Matcher`]
-    /// shares one [`Activation`] between all the filters of an event).
+    /// converts each event once for all the filters of its candidates).
     pub fn matches(&self, event: &Event, webhook: &str) -> Result<bool, FilterError> {
         self.eval(&Activation::new(event), webhook)
     }
