@@ -549,3 +549,32 @@ fn brackets_in_strings_do_not_count() {
     );
     assert!(Filter::compile(&f).is_ok());
 }
+
+/// Random token soup (deterministic) never crashes the compiler or the interpreter.
+#[test]
+fn random_token_soup_is_refused_or_evaluated_never_a_crash() {
+    let tokens = [
+        "(", ")", "[", "]", "{", "}", "!", "-", "+", "*", "/", "%", "&&", "||", "?", ":", ".", ",",
+        "a", "event", "data", "1", "2.5", "'s'", "\"t\"", "==", "<", ">=", "in", "has(", "exists(",
+        "x", " ", ".?", "[?", "true", "null", "r'", "\"\"\"", "\\", "b'", "1u", "0x1F", "map(",
+        "all(x,", ";", "@", "#", "`",
+    ];
+    let mut seed: u64 = 0x1234_5678;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let e = data(json!({"a": [1, 2], "x": {"y": 1}}));
+    for _ in 0..300 {
+        let len = (next() % 1500) as usize;
+        let mut source = String::new();
+        while source.len() < len {
+            source.push_str(tokens[(next() % tokens.len() as u64) as usize]);
+        }
+        if let Ok(filter) = Filter::compile(&source) {
+            let _ = filter.matches(&e, "w");
+        }
+    }
+}
