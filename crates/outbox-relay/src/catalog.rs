@@ -112,6 +112,27 @@ fn is_media_type(text: &str) -> bool {
             .is_some_and(|(t, sub)| token(t) && token(sub))
 }
 
+/// `message` with the text of every double-quoted value replaced by `***`, for messages that may
+/// quote a secret (serde's "invalid type: string \"…\", expected …").
+pub fn hide_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut parts = message.split('"');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    let rest: Vec<&str> = parts.collect();
+    for (i, part) in rest.iter().enumerate() {
+        out.push('"');
+        // Odd pieces are inside quotes, unless the last quote is unmatched.
+        if i % 2 == 0 && i + 1 < rest.len() {
+            out.push_str("***");
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
+}
+
 /// One line naming every problem.
 pub fn describe_errors(errors: &[FieldError]) -> String {
     errors
@@ -185,7 +206,13 @@ pub fn webhook_row(row: &tokio_postgres::Row) -> Result<WebhookRow, tokio_postgr
     }
     let name: String = row.try_get("name")?;
     let spec = serde_json::from_value::<WebhookSpec>(Value::Object(m))
-        .map_err(|e| format!("row does not have the shape of a webhook: {e}"));
+        // The message may quote a value, and the row holds secrets: quote none of them.
+        .map_err(|e| {
+            format!(
+                "row does not have the shape of a webhook: {}",
+                hide_quoted(&e.to_string())
+            )
+        });
     Ok(WebhookRow {
         id: row.try_get("id")?,
         spec,
@@ -445,6 +472,16 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(errors) => errors.into_iter().map(|e| e.field).collect(),
         }
+    }
+
+    #[test]
+    fn quoted_values_can_be_hidden() {
+        assert_eq!(
+            hide_quoted(r#"invalid type: string "whsec_x", expected a sequence"#),
+            r#"invalid type: string "***", expected a sequence"#
+        );
+        assert_eq!(hide_quoted("no quotes"), "no quotes");
+        assert_eq!(hide_quoted(r#"a "b" c "d"#), r#"a "***" c "d"#);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use outbox_core::{RelationSpec, WebhookSpec};
 use serde_json::Value;
 use tokio_postgres::types::Type;
 
-use crate::catalog::{WEBHOOK_COLUMNS, check_relation, compile, webhook_row};
+use crate::catalog::{WEBHOOK_COLUMNS, check_relation, compile, hide_quoted, webhook_row};
 use crate::error::Failure;
 
 /// A file's contents after `${VAR}` substitution and validation.
@@ -202,6 +202,15 @@ fn deserialize_all<T: serde::de::DeserializeOwned>(
             problems.push((field.clone(), "is required".into()));
             edit(&mut item, &field, Some(toml::Value::String(String::new())))
         } else if !context.is_empty() {
+            // A mistyped secret must not be echoed back.
+            let sensitive = ["auth", "signature", "tls", "headers"]
+                .iter()
+                .any(|key| context == *key || context.starts_with(&format!("{key}.")));
+            let message = if sensitive {
+                hide_quoted(&message)
+            } else {
+                message
+            };
             problems.push((context.clone(), message));
             edit(&mut item, &context, None)
         } else {
@@ -663,13 +672,14 @@ url = "https://x.example/"
             "hooks.toml: webhook \"c\": auth.basic.password: environment variable RELAY_TEST_MISSING_PW is not set",
             "hooks.toml: webhook #4: name: is required",
             "hooks.toml: webhook #4: url: is required",
-            "hooks.toml: webhook #4: signature.secrets: invalid type: string \"whsec_x\", expected a sequence",
+            "hooks.toml: webhook #4: signature.secrets: invalid type: string \"***\", expected a sequence",
             "hooks.toml: webhook #4: filter: the expression uses the unknown name `evnt`",
             "hooks.toml: webhook \"a\": name: appears more than once",
         ] {
             assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
         }
         assert_eq!(problems.len(), 13, "{all}");
+        assert!(!all.contains("whsec_x"), "a mistyped secret is not echoed: {all}");
     }
 
     #[test]
