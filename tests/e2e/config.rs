@@ -731,3 +731,89 @@ secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
     assert_eq!(missing.status.code(), Some(2));
     assert!(text(&missing.stderr).contains("no webhook named \"nope\""));
 }
+
+#[tokio::test]
+async fn a_relation_added_by_sql_while_the_relay_runs_is_used_at_once() {
+    let db = TestDb::new().await;
+    let receiver = TestReceiver::start().await;
+    apply(
+        &db,
+        &format!(
+            r#"[[webhook]]
+name = "with-order"
+events = ["shipment.*"]
+url = "{}"
+body = '{{"order": {{{{ related.order.code }}}}}}'
+max_attempts = 1
+"#,
+            receiver.url("/with-order")
+        ),
+    )
+    .await;
+    let relay = start(&db).await;
+    let client = db.connect().await;
+    // Without the relation, rendering fails and (one attempt allowed) the delivery dies.
+    emit(
+        &client,
+        "shipment.created",
+        "before",
+        r#"{"order_code": "A-1"}"#,
+        "{}",
+    )
+    .await;
+    wait_for_status(&client, 1, "dead").await;
+    let error: Option<String> = client
+        .query_one(
+            "SELECT last_error FROM outbox.delivery_log WHERE entity_id = 'before'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        error
+            .as_deref()
+            .is_some_and(|e| e.contains("no relation \"order\"")),
+        "{error:?}"
+    );
+
+    client
+        .execute(
+            "INSERT INTO outbox.relations (entity, name, query)
+             VALUES ('shipment', 'order', 'SELECT jsonb_build_object(''code'', $1::jsonb->>''order_code'')')",
+            &[],
+        )
+        .await
+        .unwrap();
+    // Keep shipping until one arrives with its order: within the 20 s deadline, so by NOTIFY
+    // (the periodic reload runs every 30 s).
+    let mut n = 0;
+    let got = wait_until(SOON, "a shipment delivered with its related order", || {
+        n += 1;
+        let (client, receiver) = (&client, &receiver);
+        async move {
+            emit(
+                client,
+                "shipment.created",
+                &format!("s{n}"),
+                &format!(r#"{{"order_code": "B-{n}"}}"#),
+                "{}",
+            )
+            .await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            receiver
+                .requests()
+                .into_iter()
+                .find(|r| r.path == "/with-order")
+        }
+    })
+    .await;
+    relay.stop().await;
+    let body = got.json();
+    assert!(
+        body["order"]
+            .as_str()
+            .is_some_and(|code| code.starts_with("B-")),
+        "{body}"
+    );
+}

@@ -679,7 +679,10 @@ url = "https://x.example/"
             assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
         }
         assert_eq!(problems.len(), 13, "{all}");
-        assert!(!all.contains("whsec_x"), "a mistyped secret is not echoed: {all}");
+        assert!(
+            !all.contains("whsec_x"),
+            "a mistyped secret is not echoed: {all}"
+        );
     }
 
     #[test]
