@@ -244,23 +244,24 @@ impl LiveRouting {
         }
     }
 
+    /// Whether a filter error of `webhook` at `now` may be logged (and if so, notes that it was).
+    fn log_due(&self, webhook: &str, now: Instant) -> bool {
+        let mut last = self
+            .last_filter_log
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let due = last
+            .get(webhook)
+            .is_none_or(|t| now.saturating_duration_since(*t) >= FILTER_LOG_EVERY);
+        if due {
+            last.insert(webhook.into(), now);
+        }
+        due
+    }
+
     fn filter_failed(&self, webhook: &str, event: &Event, error: &FilterError) {
         telemetry::filter_error(webhook);
-        let now = Instant::now();
-        let due = {
-            let mut last = self
-                .last_filter_log
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let due = last
-                .get(webhook)
-                .is_none_or(|t| now.duration_since(*t) >= FILTER_LOG_EVERY);
-            if due {
-                last.insert(webhook.into(), now);
-            }
-            due
-        };
-        if due {
+        if self.log_due(webhook, Instant::now()) {
             tracing::warn!(
                 webhook,
                 event_id = event.id,
@@ -472,6 +473,20 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(errors) => errors.into_iter().map(|e| e.field).collect(),
         }
+    }
+
+    #[test]
+    fn filter_errors_log_once_a_minute_per_webhook_across_reloads() {
+        let times = FilterLogTimes::default();
+        let routing = LiveRouting::new(Matcher::new(), times.clone());
+        let t0 = Instant::now();
+        assert!(routing.log_due("a", t0));
+        assert!(!routing.log_due("a", t0 + Duration::from_secs(59)));
+        assert!(routing.log_due("b", t0 + Duration::from_secs(1)));
+        // A reload builds a new routing that shares the times.
+        let reloaded = LiveRouting::new(Matcher::new(), times);
+        assert!(!reloaded.log_due("a", t0 + Duration::from_secs(30)));
+        assert!(reloaded.log_due("a", t0 + Duration::from_secs(60)));
     }
 
     #[test]
