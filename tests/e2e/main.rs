@@ -6,11 +6,12 @@
 //! deadlines and never assert timings, except where a delay is the promise itself (Retry-After),
 //! and then with a loose tolerance.
 
+mod config;
 mod lifecycle;
 mod outcomes;
 mod queueing;
-mod signing;
 mod render;
+mod signing;
 mod spine;
 mod support;
 mod tls;

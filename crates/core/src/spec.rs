@@ -187,6 +187,12 @@ impl WebhookSpec {
         {
             *cert = "***".into();
         }
+        for (name, value) in spec.headers.iter_mut() {
+            if is_sensitive(name) {
+                *value = "***".into();
+            }
+        }
+        spec.url = redact_url(&spec.url);
         spec
     }
 
@@ -204,9 +210,68 @@ impl WebhookSpec {
         {
             out.push(cert);
         }
+        for (name, value) in &self.headers {
+            if is_sensitive(name) {
+                out.push(value.as_str());
+            }
+        }
         out.retain(|s| !s.is_empty());
         out
     }
+}
+
+/// Whether a header or query parameter of this name carries a credential (an API key, a token, a
+/// password), so that its value is shown as `***`.
+fn is_sensitive(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name == "cookie"
+        || [
+            "auth",
+            "token",
+            "secret",
+            "passw",
+            "key",
+            "signature",
+            "sig",
+            "credential",
+        ]
+        .iter()
+        .any(|word| name.contains(word))
+}
+
+/// A URL (template) with the password of its user info and the values of credential-like query
+/// parameters replaced by `***`: `https://u:pw@host/?api_key=k&id=1` → `https://u:***@host/?api_key=***&id=1`.
+fn redact_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match base.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            let (authority, path) = rest.split_at(authority_end);
+            match authority.rsplit_once('@') {
+                Some((userinfo, host)) => match userinfo.split_once(':') {
+                    Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
+                    None => base.to_string(),
+                },
+                None => base.to_string(),
+            }
+        }
+        None => base.to_string(),
+    };
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if is_sensitive(k) => format!("{k}=***"),
+                _ => pair.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
+    }
+    out
 }
 
 /// Parses a duration such as `30s`, `5m`, `2h`, `1d` or `1h 30m`.
@@ -283,5 +348,29 @@ ca_cert = "/etc/relay/ca.pem""#,
         let secrets = spec.secrets();
         assert_eq!(secrets[..2], ["pw", "whsec_abc"]);
         assert!(secrets[2].contains("c2VjcmV0a2V5"));
+    }
+
+    #[test]
+    fn credentials_in_headers_and_urls_are_redacted() {
+        let spec: WebhookSpec = toml::from_str(
+            r#"name = "a"
+url = "https://relay:hunter2@x.example/hook/{{ id }}?api_key=k123&id={{ id }}&sig=abc"
+headers = { "X-Api-Key" = "k456", Authorization = "Bearer t789", "X-Shop" = "{{ event.metadata.shop }}" }"#,
+        )
+        .unwrap();
+        let shown = spec.redacted();
+        assert_eq!(
+            shown.url,
+            "https://relay:***@x.example/hook/{{ id }}?api_key=***&id={{ id }}&sig=***"
+        );
+        assert_eq!(shown.headers["X-Api-Key"], "***");
+        assert_eq!(shown.headers["Authorization"], "***");
+        assert_eq!(shown.headers["X-Shop"], "{{ event.metadata.shop }}");
+        let text = serde_json::to_string(&shown).unwrap();
+        for secret in ["hunter2", "k123", "k456", "t789"] {
+            assert!(!text.contains(secret), "{text}");
+        }
+        assert_eq!(redact_url("https://x.example/a@b"), "https://x.example/a@b");
+        assert_eq!(redact_url("https://u@x.example/"), "https://u@x.example/");
     }
 }

@@ -5,12 +5,15 @@ use thiserror::Error;
 pub enum Error {
     #[error(transparent)]
     Core(#[from] outbox_core::Error),
+    #[error("matching events to webhooks failed: {0}")]
+    Routing(String),
 }
 
 impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Core(e) => e.is_retryable(),
+            Error::Routing(_) => true,
         }
     }
 }

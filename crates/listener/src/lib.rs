@@ -18,9 +18,9 @@
 //! binary builds from the matcher and the live configuration.
 //!
 //! ```no_run
-//! # async fn f(pool: deadpool_postgres::Pool, routing: &dyn outbox_listener::Routing) {
+//! # async fn f(pool: deadpool_postgres::Pool, routing: std::sync::Arc<dyn outbox_listener::Routing>) {
 //! let router = outbox_listener::Router::new(pool, 1000);
-//! while let Ok(Some(page)) = router.route_page(routing).await {
+//! while let Ok(Some(page)) = router.route_page(routing.clone()).await {
 //!     if !page.more { break; }
 //! }
 //! # }

@@ -52,7 +52,14 @@ impl Router {
 
     /// Routes the next page of committed events. Returns `None` when another relay holds the
     /// routing cursor right now.
-    pub async fn route_page(&self, routing: &dyn Routing) -> Result<Option<PageOutcome>, Error> {
+    ///
+    /// Matching (patterns and CEL filters) runs on tokio's blocking pool, so however costly the
+    /// filters of a page are, they never hold up the async reactor that the sender, the listener
+    /// and the HTTP endpoint share.
+    pub async fn route_page(
+        &self,
+        routing: Arc<dyn Routing>,
+    ) -> Result<Option<PageOutcome>, Error> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         // The relay's own bookkeeping: a crash may lose the last commit, which is then redone.
@@ -99,7 +106,16 @@ impl Router {
             events.push(Event::from_row(row, 0)?);
         }
 
-        let plan = plan_deliveries(&events, routing);
+        let (events, plan) = if events.is_empty() {
+            (events, Plan::default())
+        } else {
+            tokio::task::spawn_blocking(move || {
+                let plan = plan_deliveries(&events, &*routing);
+                (events, plan)
+            })
+            .await
+            .map_err(|e| Error::Routing(e.to_string()))?
+        };
         let mut outcome = PageOutcome {
             events: events.len(),
             coalesced: plan.folded,
@@ -174,6 +190,7 @@ struct PlannedRow {
     first_of_key: bool,
 }
 
+#[derive(Default)]
 struct Plan {
     rows: Vec<PlannedRow>,
     folded: usize,

@@ -10,6 +10,13 @@
 //! evaluate (a missing field, a type error) counts as "no match" and is reported to the caller,
 //! never raised.
 //!
+//! A [`Filter`] is compiled once per webhook version. Because the `cel` crate parses and
+//! evaluates recursively, compilation refuses what could overflow a stack — too long, too many
+//! terms, brackets or tree levels, macros nested too deep, unknown names — and parses on a thread
+//! of its own with a large stack (see the `filter` module for the measured figures). What it
+//! accepts evaluates in a small stack on any thread. An event is converted for CEL once, borrowing
+//! its strings, and shared by the filters of all its candidates. `benches/filter.rs` measures it.
+//!
 //! ```
 //! use outbox_matcher::{Filter, Matcher, Pattern};
 //! let mut m = Matcher::new();
@@ -25,7 +32,10 @@ use std::sync::Arc;
 
 use outbox_core::Event;
 
-pub use filter::{Filter, FilterError};
+pub use filter::{
+    COMPILER_STACK, Filter, FilterError, MAX_FILTER_DEPTH, MAX_FILTER_LEN, MAX_FILTER_LOOP_NESTING,
+    MAX_FILTER_NESTING, MAX_FILTER_TERMS,
+};
 pub use pattern::Pattern;
 
 struct Entry<T> {
@@ -184,5 +194,32 @@ mod tests {
         );
         assert_eq!(matched(&m, "orders.created"), vec!["all"]);
         assert_eq!(matched(&m, "order"), vec!["all"]);
+    }
+
+    #[test]
+    fn only_the_filters_of_candidates_are_evaluated() {
+        let p = |s: &str| Pattern::parse(s).unwrap();
+        // Fails on every event: had it been evaluated, its error would have been reported.
+        let failing = Arc::new(Filter::compile("event.data.nope == 1").unwrap());
+        let mut m = Matcher::new();
+        for i in 0..10_000 {
+            m.insert(
+                &format!("other-{i}"),
+                &[p(&format!("invoice{i}.created")), p(&format!("stock{i}.*"))],
+                Some(failing.clone()),
+                "other",
+            );
+        }
+        let qty = Arc::new(Filter::compile("event.data.qty == 3").unwrap());
+        m.insert("orders", &[p("order.*")], Some(qty), "orders");
+        m.insert("failing", &[p("order.created")], Some(failing), "failing");
+        let (mut out, mut errors) = (Vec::new(), Vec::new());
+        m.matches(
+            &event("order.created"),
+            |p| out.push(*p),
+            |name, _| errors.push(name.to_string()),
+        );
+        assert_eq!(out, ["orders"]);
+        assert_eq!(errors, ["failing"]);
     }
 }

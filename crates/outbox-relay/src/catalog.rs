@@ -16,6 +16,8 @@ use outbox_matcher::{Filter, FilterError, Matcher, Pattern};
 use outbox_sender::{Directory, Endpoint, FieldError};
 use serde_json::{Map, Value};
 
+use crate::error::Failure;
+
 /// A webhook compiled for routing and sending.
 pub struct Compiled {
     pub patterns: Vec<Pattern>,
@@ -28,6 +30,30 @@ pub fn compile(id: i64, spec: &WebhookSpec) -> Result<Compiled, Vec<FieldError>>
     let mut errors = Vec::new();
     if spec.name.trim().is_empty() {
         errors.push(FieldError::new("name", "must not be empty"));
+    } else if spec.name.trim() != spec.name {
+        errors.push(FieldError::new(
+            "name",
+            format!("{:?} must not start or end with spaces", spec.name),
+        ));
+    } else if spec.name.chars().any(char::is_control) {
+        errors.push(FieldError::new(
+            "name",
+            "must not contain control characters (line breaks, tabs)",
+        ));
+    } else if spec.name.chars().count() > MAX_NAME_CHARS {
+        errors.push(FieldError::new(
+            "name",
+            format!("is longer than {MAX_NAME_CHARS} characters"),
+        ));
+    }
+    if !is_media_type(&spec.content_type) {
+        errors.push(FieldError::new(
+            "content_type",
+            format!(
+                "{:?} is not a media type; write e.g. \"application/json\", \"application/xml\" or \"text/plain; charset=utf-8\"",
+                spec.content_type
+            ),
+        ));
     }
     if spec.events.is_empty() {
         errors.push(FieldError::new(
@@ -67,6 +93,44 @@ pub fn compile(id: i64, spec: &WebhookSpec) -> Result<Compiled, Vec<FieldError>>
         }),
         _ => Err(errors),
     }
+}
+
+/// Longest webhook name accepted (names label metrics and appear in every listing).
+const MAX_NAME_CHARS: usize = 200;
+
+/// `type/subtype`, optionally followed by `; parameters`, as a `content-type` header needs.
+fn is_media_type(text: &str) -> bool {
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    let essence = text.split(';').next().unwrap_or("").trim();
+    !text.chars().any(char::is_control)
+        && essence
+            .split_once('/')
+            .is_some_and(|(t, sub)| token(t) && token(sub))
+}
+
+/// `message` with the text of every double-quoted value replaced by `***`, for messages that may
+/// quote a secret (serde's "invalid type: string \"…\", expected …").
+pub fn hide_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut parts = message.split('"');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    let rest: Vec<&str> = parts.collect();
+    for (i, part) in rest.iter().enumerate() {
+        out.push('"');
+        // Odd pieces are inside quotes, unless the last quote is unmatched.
+        if i % 2 == 0 && i + 1 < rest.len() {
+            out.push_str("***");
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
 }
 
 /// One line naming every problem.
@@ -142,7 +206,13 @@ pub fn webhook_row(row: &tokio_postgres::Row) -> Result<WebhookRow, tokio_postgr
     }
     let name: String = row.try_get("name")?;
     let spec = serde_json::from_value::<WebhookSpec>(Value::Object(m))
-        .map_err(|e| format!("row does not have the shape of a webhook: {e}"));
+        // The message may quote a value, and the row holds secrets: quote none of them.
+        .map_err(|e| {
+            format!(
+                "row does not have the shape of a webhook: {}",
+                hide_quoted(&e.to_string())
+            )
+        });
     Ok(WebhookRow {
         id: row.try_get("id")?,
         spec,
@@ -153,29 +223,45 @@ pub fn webhook_row(row: &tokio_postgres::Row) -> Result<WebhookRow, tokio_postgr
     })
 }
 
+/// When each webhook's filter last logged an error. Outlives reloads, so a failing filter logs at
+/// most once a minute however often the configuration changes.
+type FilterLogTimes = Arc<Mutex<HashMap<Arc<str>, Instant>>>;
+
+/// How often a failing filter may log, per webhook.
+const FILTER_LOG_EVERY: Duration = Duration::from_secs(60);
+
 /// Routes events with the matcher, logging filter errors at most once a minute per webhook.
 pub struct LiveRouting {
     matcher: Matcher<Target>,
-    last_filter_log: Mutex<HashMap<Arc<str>, Instant>>,
+    last_filter_log: FilterLogTimes,
 }
 
 impl LiveRouting {
-    fn new(matcher: Matcher<Target>) -> LiveRouting {
+    fn new(matcher: Matcher<Target>, last_filter_log: FilterLogTimes) -> LiveRouting {
         LiveRouting {
             matcher,
-            last_filter_log: Mutex::new(HashMap::new()),
+            last_filter_log,
         }
+    }
+
+    /// Whether a filter error of `webhook` at `now` may be logged (and if so, notes that it was).
+    fn log_due(&self, webhook: &str, now: Instant) -> bool {
+        let mut last = self
+            .last_filter_log
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let due = last
+            .get(webhook)
+            .is_none_or(|t| now.saturating_duration_since(*t) >= FILTER_LOG_EVERY);
+        if due {
+            last.insert(webhook.into(), now);
+        }
+        due
     }
 
     fn filter_failed(&self, webhook: &str, event: &Event, error: &FilterError) {
         telemetry::filter_error(webhook);
-        let mut last = self.last_filter_log.lock().expect("filter log times");
-        let now = Instant::now();
-        let due = last
-            .get(webhook)
-            .is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(60));
-        if due {
-            last.insert(webhook.into(), now);
+        if self.log_due(webhook, Instant::now()) {
             tracing::warn!(
                 webhook,
                 event_id = event.id,
@@ -197,19 +283,28 @@ impl Routing for LiveRouting {
     }
 }
 
+/// Compiled webhooks by row id, with the configuration each was compiled from.
+type CompiledById = HashMap<i64, (WebhookSpec, Arc<Compiled>)>;
+
 /// The live, compiled configuration, shared by the router and the sender.
 pub struct Catalog {
     pub directory: Arc<ArcSwap<Directory>>,
     pub routing: ArcSwap<LiveRouting>,
-    cache: Mutex<HashMap<i64, (WebhookSpec, Arc<Compiled>)>>,
+    cache: Mutex<CompiledById>,
+    last_filter_log: FilterLogTimes,
 }
 
 impl Default for Catalog {
     fn default() -> Self {
+        let last_filter_log = FilterLogTimes::default();
         Catalog {
             directory: Arc::new(ArcSwap::from_pointee(Directory::default())),
-            routing: ArcSwap::from_pointee(LiveRouting::new(Matcher::new())),
+            routing: ArcSwap::from_pointee(LiveRouting::new(
+                Matcher::new(),
+                last_filter_log.clone(),
+            )),
             cache: Mutex::new(HashMap::new()),
+            last_filter_log,
         }
     }
 }
@@ -221,17 +316,74 @@ pub struct Reloaded {
     pub invalid: usize,
 }
 
+/// The outcome of validating and compiling every row.
+struct Verdicts {
+    compiled: CompiledById,
+    /// Rows whose stored `valid`/`error` must change: (id, valid, error).
+    changes: Vec<(i64, bool, Option<String>)>,
+    summary: Reloaded,
+}
+
+/// Validates and compiles every row, reusing `cache` for rows that did not change. Pure CPU work
+/// (CEL and template compilation): callers run it off the async reactor.
+fn judge(rows: Vec<WebhookRow>, cache: CompiledById) -> Verdicts {
+    let mut out = Verdicts {
+        compiled: HashMap::new(),
+        changes: Vec::new(),
+        summary: Reloaded::default(),
+    };
+    for row in rows {
+        let result = match &row.spec {
+            Err(reason) => Err(reason.clone()),
+            Ok(spec) => match cache.get(&row.id) {
+                // Unchanged rows keep their compiled form (and HTTP client), unless a
+                // certificate file they were built from changed on disk.
+                Some((cached_spec, compiled))
+                    if cached_spec == spec && !compiled.endpoint.tls_files_changed() =>
+                {
+                    Ok(compiled.clone())
+                }
+                _ => compile(row.id, spec)
+                    .map(Arc::new)
+                    .map_err(|errs| describe_errors(&errs)),
+            },
+        };
+        match result {
+            Ok(compiled) => {
+                out.summary.valid += 1;
+                if !row.valid || row.error.is_some() {
+                    out.changes.push((row.id, true, None));
+                }
+                if let Ok(spec) = row.spec {
+                    out.compiled.insert(row.id, (spec, compiled));
+                }
+            }
+            Err(reason) => {
+                out.summary.invalid += 1;
+                if row.valid || row.error.as_deref() != Some(reason.as_str()) {
+                    tracing::warn!(webhook = %row.name, error = %reason, "webhook is invalid and will not run until fixed");
+                    out.changes.push((row.id, false, Some(reason)));
+                }
+            }
+        }
+    }
+    out
+}
+
 impl Catalog {
     /// Loads, validates and compiles every webhook and relation, records validity in the table and
-    /// swaps the new configuration in.
-    pub async fn reload(&self, pool: &Pool) -> Result<Reloaded, outbox_core::Error> {
+    /// swaps the new configuration in. Compilation runs on the blocking pool.
+    pub async fn reload(&self, pool: &Pool) -> Result<Reloaded, Failure> {
         let client = pool.get().await?;
         let rows = client
             .query(
                 &format!("SELECT {WEBHOOK_COLUMNS} FROM outbox.webhooks ORDER BY id"),
                 &[],
             )
-            .await?;
+            .await?
+            .iter()
+            .map(webhook_row)
+            .collect::<Result<Vec<_>, _>>()?;
         let relations: HashMap<(String, String), String> = client
             .query("SELECT entity, name, query FROM outbox.relations", &[])
             .await?
@@ -239,49 +391,11 @@ impl Catalog {
             .map(|r| ((r.get(0), r.get(1)), r.get(2)))
             .collect();
 
-        let mut summary = Reloaded::default();
-        let mut compiled_now: HashMap<i64, (WebhookSpec, Arc<Compiled>)> = HashMap::new();
-        let mut verdicts: Vec<(i64, bool, Option<String>)> = Vec::new();
-        {
-            let cache = self.cache.lock().expect("catalog cache");
-            for row in &rows {
-                let row = webhook_row(row)?;
-                let result = match &row.spec {
-                    Err(reason) => Err(reason.clone()),
-                    Ok(spec) => match cache.get(&row.id) {
-                        // Unchanged rows keep their compiled form (and HTTP client), unless a
-                        // certificate file they were built from changed on disk.
-                        Some((cached_spec, compiled))
-                            if cached_spec == spec && !compiled.endpoint.tls_files_changed() =>
-                        {
-                            Ok(compiled.clone())
-                        }
-                        _ => compile(row.id, spec)
-                            .map(Arc::new)
-                            .map_err(|errs| describe_errors(&errs)),
-                    },
-                };
-                match result {
-                    Ok(compiled) => {
-                        summary.valid += 1;
-                        if !row.valid || row.error.is_some() {
-                            verdicts.push((row.id, true, None));
-                        }
-                        if let Ok(spec) = row.spec {
-                            compiled_now.insert(row.id, (spec, compiled));
-                        }
-                    }
-                    Err(reason) => {
-                        summary.invalid += 1;
-                        if row.valid || row.error.as_deref() != Some(reason.as_str()) {
-                            tracing::warn!(webhook = %row.name, error = %reason, "webhook is invalid and will not run until fixed");
-                            verdicts.push((row.id, false, Some(reason)));
-                        }
-                    }
-                }
-            }
-        }
-        for (id, valid, error) in &verdicts {
+        let cache = std::mem::take(&mut *self.cache.lock().unwrap_or_else(|p| p.into_inner()));
+        let verdicts = tokio::task::spawn_blocking(move || judge(rows, cache))
+            .await
+            .map_err(|e| Failure::runtime(format!("compiling webhooks failed: {e}")))?;
+        for (id, valid, error) in &verdicts.changes {
             client
                 .execute(
                     "UPDATE outbox.webhooks SET valid = $2, error = $3 WHERE id = $1",
@@ -292,10 +406,10 @@ impl Catalog {
 
         let mut matcher = Matcher::new();
         let mut endpoints = Vec::new();
-        let mut ids: Vec<&i64> = compiled_now.keys().collect();
+        let mut ids: Vec<&i64> = verdicts.compiled.keys().collect();
         ids.sort();
         for id in ids {
-            let (spec, c) = &compiled_now[id];
+            let (spec, c) = &verdicts.compiled[id];
             telemetry::register_webhook(&spec.name);
             matcher.insert(
                 &spec.name,
@@ -311,11 +425,14 @@ impl Catalog {
             );
             endpoints.push(c.endpoint.clone());
         }
-        self.routing.store(Arc::new(LiveRouting::new(matcher)));
+        self.routing.store(Arc::new(LiveRouting::new(
+            matcher,
+            self.last_filter_log.clone(),
+        )));
         self.directory
             .store(Arc::new(Directory::new(endpoints, relations)));
-        *self.cache.lock().expect("catalog cache") = compiled_now;
-        Ok(summary)
+        *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = verdicts.compiled;
+        Ok(verdicts.summary)
     }
 }
 
@@ -344,4 +461,101 @@ pub fn check_relation(relation: &RelationSpec) -> Vec<FieldError> {
         errors.push(FieldError::new("query", "must not be empty"));
     }
     errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(extra: &str) -> WebhookSpec {
+        toml::from_str(&format!(
+            "name = \"w\"\nevents = [\"*\"]\nurl = \"https://example.com/\"\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    fn fields(extra: &str) -> Vec<String> {
+        match compile(1, &spec(extra)) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.into_iter().map(|e| e.field).collect(),
+        }
+    }
+
+    #[test]
+    fn filter_errors_log_once_a_minute_per_webhook_across_reloads() {
+        let times = FilterLogTimes::default();
+        let routing = LiveRouting::new(Matcher::new(), times.clone());
+        let t0 = Instant::now();
+        assert!(routing.log_due("a", t0));
+        assert!(!routing.log_due("a", t0 + Duration::from_secs(59)));
+        assert!(routing.log_due("b", t0 + Duration::from_secs(1)));
+        // A reload builds a new routing that shares the times.
+        let reloaded = LiveRouting::new(Matcher::new(), times);
+        assert!(!reloaded.log_due("a", t0 + Duration::from_secs(30)));
+        assert!(reloaded.log_due("a", t0 + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn quoted_values_can_be_hidden() {
+        assert_eq!(
+            hide_quoted(r#"invalid type: string "whsec_x", expected a sequence"#),
+            r#"invalid type: string "***", expected a sequence"#
+        );
+        assert_eq!(hide_quoted("no quotes"), "no quotes");
+        assert_eq!(hide_quoted(r#"a "b" c "d"#), r#"a "***" c "d"#);
+    }
+
+    #[test]
+    fn content_types_must_be_media_types() {
+        for ok in [
+            "application/json",
+            "application/xml",
+            "text/plain; charset=utf-8",
+            "application/vnd.api+json",
+        ] {
+            assert!(is_media_type(ok), "{ok}");
+        }
+        for bad in ["json", "", "text/", "/plain", "text/plain\r\nX: y", "a b/c"] {
+            assert!(!is_media_type(bad), "{bad}");
+        }
+        assert_eq!(fields("content_type = \"xml\""), ["content_type"]);
+    }
+
+    #[test]
+    fn names_are_checked() {
+        let mut s = spec("");
+        s.name = " w".into();
+        let errors = compile(1, &s).err().unwrap();
+        assert_eq!(errors[0].field, "name");
+        s.name = "a\nb".into();
+        assert!(compile(1, &s).is_err());
+        s.name = "x".repeat(201);
+        assert!(compile(1, &s).is_err());
+    }
+
+    #[test]
+    fn every_problem_of_a_webhook_is_reported() {
+        let mut s = spec(
+            "filter = \"event.(\"\ntimeout = \"soon\"\nmax_attempts = 0\ncontent_type = \"json\"",
+        );
+        s.events = vec!["a*".into()];
+        let got: Vec<String> = compile(1, &s)
+            .err()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        for field in [
+            "events[0]",
+            "filter",
+            "timeout",
+            "max_attempts",
+            "content_type",
+        ] {
+            assert!(
+                got.iter().any(|f| f == field),
+                "{field} missing from {got:?}"
+            );
+        }
+    }
 }

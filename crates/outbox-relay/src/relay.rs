@@ -256,7 +256,7 @@ async fn route_loop(
                 return;
             }
             let routing = catalog.routing.load_full();
-            match router.route_page(&*routing).await {
+            match router.route_page(routing).await {
                 Ok(Some(page)) => {
                     failures = 0;
                     if page.created > 0 || page.coalesced > 0 {

@@ -1,20 +1,67 @@
 //! `webhooks list` and `webhooks show NAME`.
 
-use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::catalog::{WEBHOOK_COLUMNS, webhook_row};
 use crate::error::Failure;
 use crate::output;
 
-#[derive(Serialize)]
+/// Every configuration key (DESIGN §5), in this order; keys a webhook leaves out are shown as
+/// null, so `--json` output always has the same shape.
+const KEYS: [&str; 20] = [
+    "name",
+    "contact",
+    "events",
+    "filter",
+    "url",
+    "method",
+    "headers",
+    "content_type",
+    "body",
+    "priority",
+    "coalesce",
+    "ordered",
+    "active",
+    "timeout",
+    "max_attempts",
+    "retry_schedule",
+    "max_in_flight",
+    "auth",
+    "signature",
+    "tls",
+];
+
+/// One webhook as shown: every configuration key with secrets as `***`, then `valid`, `error`
+/// (why the relay refuses to run it) and `disabled_reason` (why it switched it off).
 struct Shown {
     name: String,
     valid: bool,
     error: Option<String>,
     disabled_reason: Option<String>,
-    /// Every configuration key, secrets as ***.
+    /// The redacted configuration, or null when the row cannot be read as one.
     config: Value,
+}
+
+impl Shown {
+    fn to_json(&self) -> Value {
+        let mut out = Map::new();
+        for key in KEYS {
+            out.insert(
+                key.into(),
+                self.config.get(key).cloned().unwrap_or(Value::Null),
+            );
+        }
+        // Also for a row that cannot be read as a webhook (its config is null).
+        out.insert("name".into(), Value::String(self.name.clone()));
+        out.insert("valid".into(), Value::Bool(self.valid));
+        out.insert("error".into(), json_text(&self.error));
+        out.insert("disabled_reason".into(), json_text(&self.disabled_reason));
+        Value::Object(out)
+    }
+}
+
+fn json_text(text: &Option<String>) -> Value {
+    text.clone().map(Value::String).unwrap_or(Value::Null)
 }
 
 async fn load(client: &tokio_postgres::Client, name: Option<&str>) -> Result<Vec<Shown>, Failure> {
@@ -52,7 +99,7 @@ pub async fn list(url: &str, json: bool) -> Result<(), Failure> {
     let client = super::connect_migrated(url).await?;
     let shown = load(&client, None).await?;
     if json {
-        return output::json(&shown);
+        return output::json(&shown.iter().map(Shown::to_json).collect::<Vec<_>>());
     }
     let rows: Vec<Vec<String>> = shown
         .iter()
@@ -104,7 +151,7 @@ pub async fn show(url: &str, name: &str, json: bool) -> Result<(), Failure> {
         )));
     };
     if json {
-        return output::json(&w);
+        return output::json(&w.to_json());
     }
     println!("name:   {}", w.name);
     println!("valid:  {}", if w.valid { "yes" } else { "NO" });
