@@ -7,17 +7,22 @@ use crate::catalog::{WEBHOOK_COLUMNS, webhook_row};
 use crate::error::Failure;
 use crate::output;
 
-#[derive(Serialize)]
-struct Shown {
-    name: String,
-    valid: bool,
-    error: Option<String>,
-    disabled_reason: Option<String>,
+/// A webhook as `webhooks list --json` and `GET /api/webhooks` show it.
+#[derive(Debug, Serialize)]
+pub struct Shown {
+    pub name: String,
+    pub valid: bool,
+    pub error: Option<String>,
+    pub disabled_reason: Option<String>,
     /// Every configuration key, secrets as ***.
-    config: Value,
+    pub config: Value,
 }
 
-async fn load(client: &tokio_postgres::Client, name: Option<&str>) -> Result<Vec<Shown>, Failure> {
+/// Every webhook (or the one named), secrets redacted.
+pub async fn load(
+    client: &tokio_postgres::Client,
+    name: Option<&str>,
+) -> Result<Vec<Shown>, Failure> {
     let rows = client
         .query(
             &format!(
