@@ -7,7 +7,10 @@
 //!   matcher (patterns, CEL), renderer (templates) and sender (signing, timing), and swaps the
 //!   result in live;
 //! - [`relay`] runs the listener, the router, the sender and the HTTP endpoint;
-//! - [`commands`] holds one module per command group (`apply`, `webhooks`, `deliveries`).
+//! - [`commands`] holds one module per command group (`apply`, `webhooks`, `deliveries`, `demo`);
+//! - [`http`] and [`api`] serve `/metrics`, `/healthz`, `/readyz` and the admin API; [`sampler`]
+//!   keeps the queue gauges fresh and [`retention`] deletes what expired;
+//! - [`receiver`] and [`verify`] are `outbox-relay receive`, a receiver that checks signatures.
 //!
 //! Everything a test needs to start a relay in-process is public: [`relay::Relay`],
 //! [`config::RelayConfig`].
@@ -20,8 +23,12 @@ pub mod config;
 pub mod error;
 pub mod http;
 mod output;
+pub mod receiver;
 pub mod relay;
+pub mod retention;
+pub mod sampler;
 pub mod telemetry;
+pub mod verify;
 
 use cli::{Cli, Command, DeliveriesCommand, WebhooksCommand};
 use error::Failure;
@@ -88,6 +95,16 @@ pub async fn execute(cli: Cli) -> Result<(), Failure> {
             }
             DeliveriesCommand::Retry(args) => commands::deliveries::retry(&url()?, args).await,
         },
+        Command::Receive(args) => {
+            receiver::run(
+                &args.listen,
+                args.secrets.clone(),
+                args.status,
+                args.signature_header.clone(),
+            )
+            .await
+        }
+        Command::Demo(args) => commands::demo::run(cli.database_url.clone(), args.once).await,
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod deliveries;
+pub mod demo;
 pub mod webhooks;
 
 use crate::error::Failure;
