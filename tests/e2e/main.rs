@@ -5,5 +5,6 @@
 //! which headers, how often, and what the delivery log says. They wait for conditions with
 //! deadlines and never assert timings.
 
+mod ops;
 mod spine;
 mod support;
