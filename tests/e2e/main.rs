@@ -6,5 +6,7 @@
 //! deadlines and never assert timings.
 
 mod ops;
+mod retention;
 mod spine;
 mod support;
+mod tools;

@@ -388,7 +388,7 @@ fn describe_delivery(row: &tokio_postgres::Row, now: &Seen) -> Result<Option<Str
     Ok(Some(text))
 }
 
-/// One line per request; the first request of each receiver path also shows its body.
+/// One line per request; the first request to each path also shows its body.
 fn print_received(r: &Received, shown_bodies: &mut HashSet<String>) {
     println!(
         "{}  received  {} {}  signature {}  → answered {}",
@@ -398,8 +398,7 @@ fn print_received(r: &Received, shown_bodies: &mut HashSet<String>) {
         r.signature,
         r.status
     );
-    let kind = r.path.split('/').nth(1).unwrap_or("").to_string();
-    if !r.body.is_empty() && shown_bodies.insert(kind) {
+    if !r.body.is_empty() && shown_bodies.insert(r.path.clone()) {
         for line in receiver::printable_body(r).lines() {
             println!("              | {line}");
         }
