@@ -73,8 +73,15 @@ pub async fn execute(cli: Cli) -> Result<(), Failure> {
             let token = relay.shutdown_token();
             tokio::spawn(async move {
                 shutdown_signal().await;
-                tracing::info!("shutting down: finishing in-flight attempts");
+                tracing::info!(
+                    "shutting down: finishing in-flight attempts (a second signal stops at once)"
+                );
                 token.cancel();
+                shutdown_signal().await;
+                tracing::warn!(
+                    "stopping at once; attempts still in flight are retried once their lease expires"
+                );
+                std::process::exit(1);
             });
             relay.wait().await;
             Ok(())
