@@ -18,8 +18,10 @@ SELECT
      FROM pg_class c WHERE c.oid = 'outbox.deliveries'::regclass) AS estimated_rows,
     (SELECT extract(epoch FROM now() - d.created_at)::float8
      FROM outbox.deliveries d WHERE d.status = 'pending' ORDER BY d.id LIMIT 1) AS oldest_delivery_age,
+    -- (the router's values as scalar subqueries, so they bound the index scan instead of filtering it)
     (SELECT extract(epoch FROM now() - e.created_at)::float8
-     FROM outbox.router r, outbox.events e
-     WHERE r.id = 1 AND e.txid >= pg_snapshot_xmax(r.prev_snapshot)
-       AND (e.txid, e.id) > (r.cursor_txid, r.cursor_id)
+     FROM outbox.events e
+     WHERE (e.txid, e.id) > ((SELECT r.cursor_txid FROM outbox.router r WHERE r.id = 1),
+                             (SELECT r.cursor_id FROM outbox.router r WHERE r.id = 1))
+       AND e.txid >= (SELECT pg_snapshot_xmax(r.prev_snapshot) FROM outbox.router r WHERE r.id = 1)
      ORDER BY e.txid, e.id LIMIT 1) AS oldest_unrouted_age
