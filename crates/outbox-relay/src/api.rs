@@ -211,6 +211,7 @@ async fn retry_delivery(
     let id = delivery_id(&id)?;
     let client = state.pool.get().await?;
     if deliveries::requeue(&client, &[id]).await?.contains(&id) {
+        tracing::info!(delivery = id, "delivery re-queued through the admin API");
         return Ok(Json(json!({ "id": id, "requeued": true })));
     }
     // Say why not.
@@ -261,11 +262,16 @@ async fn test_webhook(
             format!("no webhook named {name:?}; GET /api/webhooks lists them"),
         ));
     }
-    let _ = (request.entity, request.id, request.send);
-    // Rendering a test request is the job of `outbox-relay test` (its `preview` function); until
-    // that is part of this build the route validates its input and says so.
+    // Rendering (and with `send`, sending) the request is the job of `outbox-relay test` (its
+    // `preview` function, which is not part of this build yet); until then the route checks its
+    // input and says so.
     Err(ApiError::new(
         StatusCode::NOT_IMPLEMENTED,
-        "testing a webhook is not available in this build of outbox-relay yet",
+        format!(
+            "testing webhook {name:?} against {} {:?}{} is not available in this build of outbox-relay yet",
+            request.entity,
+            request.id,
+            if request.send { " (send)" } else { "" }
+        ),
     ))
 }
