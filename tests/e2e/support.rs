@@ -129,6 +129,11 @@ pub struct Spawned {
 impl Spawned {
     /// Runs `outbox-relay ARGS` with `env` added to this process's environment.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Spawned {
+        Spawned::start_without(args, env, &[])
+    }
+
+    /// Like [`Spawned::start`], with the variables named in `remove` taken out of the environment.
+    pub fn start_without(args: &[&str], env: &[(&str, &str)], remove: &[&str]) -> Spawned {
         use std::io::BufRead;
         use std::sync::{Arc, Mutex};
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_outbox-relay"));
@@ -139,6 +144,9 @@ impl Spawned {
             .stderr(std::process::Stdio::piped());
         for (k, v) in env {
             command.env(k, v);
+        }
+        for k in remove {
+            command.env_remove(k);
         }
         let mut child = command.spawn().expect("the relay binary starts");
         let collect = |stream: Box<dyn std::io::Read + Send>| {

@@ -64,6 +64,30 @@ async fn demo_once_runs_end_to_end_and_cleans_up() {
 }
 
 #[tokio::test]
+async fn demo_once_starts_its_own_postgres_without_database_url() {
+    // A fresh machine: Postgres binaries installed, nothing running, no DATABASE_URL.
+    let mut demo = Spawned::start_without(&["demo", "--once"], &[], &["DATABASE_URL"]);
+    let code = demo.wait_exit(Duration::from_secs(120)).await;
+    let out = demo.stdout_text();
+    assert_eq!(
+        code,
+        Some(0),
+        "stdout:\n{out}\nstderr:\n{}",
+        demo.stderr_text()
+    );
+    assert!(out.contains("a private Postgres in "), "{out}");
+    assert!(out.contains("all 11 sample deliveries succeeded"), "{out}");
+    let dir = out
+        .split_whitespace()
+        .find(|w| w.contains("outbox-relay-pg-"))
+        .expect("the demo names its data directory");
+    assert!(
+        !std::path::Path::new(dir).exists(),
+        "{dir} is removed on exit"
+    );
+}
+
+#[tokio::test]
 async fn receive_prints_requests_and_verifies_both_signature_schemes() {
     const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     const OTHER_WHSEC: &str = "whsec_QUJDREVGR0hJSktMTU5PUFFSU1RVVldY";

@@ -187,8 +187,7 @@ async fn tour(db: &DemoDb, once: bool) -> Result<(), Failure> {
             .local_addr()
             .map_err(|e| Failure::runtime(e.to_string()))?
     );
-    let carrier_refused = Arc::new(AtomicBool::new(false));
-    let refused = carrier_refused.clone();
+    let refused = Arc::new(AtomicBool::new(false));
     let options = receiver::Options {
         secrets: SECRETS.iter().map(|s| s.to_string()).collect(),
         hmac_header: "ms-signature".into(),
