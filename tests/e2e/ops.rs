@@ -760,3 +760,72 @@ async fn lost_database_connections_are_replaced_and_counted() {
     .await;
     assert_eq!(relay.terminate().await, Some(0));
 }
+
+#[tokio::test]
+async fn relay_settings_come_from_the_file_and_outbox_variables_and_typos_are_refused() {
+    let db = TestDb::new().await;
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut all = vec![("DATABASE_URL", db.url.as_str())];
+        all.extend_from_slice(env);
+        let mut argv = vec!["run"];
+        argv.extend_from_slice(args);
+        Spawned::start(&argv, &all)
+    };
+
+    let mut typo = run(&[], &[("OUTBOX_CONCURANCY", "5")]);
+    assert_eq!(typo.wait_exit(SOON).await, Some(2));
+    let err = typo.stderr_text();
+    assert!(
+        err.contains("OUTBOX_CONCURANCY is not a relay setting"),
+        "{err}"
+    );
+    assert!(
+        err.contains("OUTBOX_CONCURRENCY"),
+        "the message lists the real keys: {err}"
+    );
+
+    let file = temp_file("relay.toml", "listen = \"127.0.0.1:0\"\nconcurency = 5\n");
+    let mut bad_file = run(&["--config", file.to_str().unwrap()], &[]);
+    assert_eq!(bad_file.wait_exit(SOON).await, Some(2));
+    let err = bad_file.stderr_text();
+    assert!(
+        err.contains("concurency") && err.contains("relay.toml"),
+        "{err}"
+    );
+
+    let mut bad_value = run(&[], &[("OUTBOX_LEASE", "forever")]);
+    assert_eq!(bad_value.wait_exit(SOON).await, Some(2));
+    assert!(
+        bad_value.stderr_text().contains("lease"),
+        "{}",
+        bad_value.stderr_text()
+    );
+
+    // A good file, with a variable on top: JSON logs from the file, the address from it too.
+    let file = temp_file(
+        "relay.toml",
+        "listen = \"127.0.0.1:0\"\nlog_format = \"json\"\nconcurrency = 8\nretention = \"30d\"\n",
+    );
+    let mut relay = run(
+        &["--config", file.to_str().unwrap()],
+        &[("OUTBOX_NOTIFY", "off"), ("OUTBOX_POLL_INTERVAL", "50ms")],
+    );
+    relay
+        .wait_line(true, "a JSON start line", |l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            (v["message"] == "relay started").then_some(())
+        })
+        .await;
+    // notify = off switched the trigger off.
+    let client = db.connect().await;
+    let enabled: bool = client
+        .query_one(
+            "SELECT tgenabled <> 'D' FROM pg_trigger WHERE tgname = 'events_notify'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!enabled);
+    assert_eq!(relay.terminate().await, Some(0));
+}
