@@ -8,10 +8,13 @@
 
 mod config;
 mod lifecycle;
+mod ops;
 mod outcomes;
 mod queueing;
 mod render;
+mod retention;
 mod signing;
 mod spine;
 mod support;
 mod tls;
+mod tools;

@@ -24,6 +24,7 @@ pub fn settings(db: &TestDb) -> Settings {
         allow_networks: Vec::new(),
         deny_networks: Vec::new(),
         json_logs: false,
+        admin_token: None,
     }
 }
 
@@ -217,4 +218,188 @@ pub async fn wait_for_overdue(client: &tokio_postgres::Client, webhook: &str, n:
         },
     )
     .await
+}
+/// A child process of the relay binary whose output lines are collected as they come.
+pub struct Spawned {
+    pub child: std::process::Child,
+    pub stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    pub stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Spawned {
+    /// Runs `outbox-relay ARGS` with `env` added to this process's environment.
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Spawned {
+        Spawned::start_without(args, env, &[])
+    }
+
+    /// Like [`Spawned::start`], with the variables named in `remove` taken out of the environment.
+    pub fn start_without(args: &[&str], env: &[(&str, &str)], remove: &[&str]) -> Spawned {
+        use std::io::BufRead;
+        use std::sync::{Arc, Mutex};
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_outbox-relay"));
+        command
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        for k in remove {
+            command.env_remove(k);
+        }
+        let mut child = command.spawn().expect("the relay binary starts");
+        let collect = |stream: Box<dyn std::io::Read + Send>| {
+            let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+            let sink = lines.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stream)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    sink.lock().unwrap().push(line);
+                }
+            });
+            lines
+        };
+        let stdout = collect(Box::new(child.stdout.take().unwrap()));
+        let stderr = collect(Box::new(child.stderr.take().unwrap()));
+        Spawned {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    pub fn stdout_text(&self) -> String {
+        self.stdout.lock().unwrap().join("\n")
+    }
+
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// Waits for a line of stderr (`err = true`) or stdout that `pick` accepts.
+    pub async fn wait_line<T>(
+        &mut self,
+        err: bool,
+        what: &str,
+        pick: impl Fn(&str) -> Option<T>,
+    ) -> T {
+        let lines = if err { &self.stderr } else { &self.stdout };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(found) = lines.lock().unwrap().iter().find_map(|l| pick(l)) {
+                return found;
+            }
+            let exited = self.child.try_wait().ok().flatten();
+            if exited.is_some() {
+                // Let the reader threads take the last lines.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if exited.is_some() || std::time::Instant::now() > deadline {
+                let tail: Vec<String> = lines
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .rev()
+                    .take(20)
+                    .cloned()
+                    .collect();
+                panic!(
+                    "gave up waiting for {what} (exit status {exited:?}); last lines:\n{}",
+                    tail.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends SIGTERM and waits (with a deadline) for the exit code.
+    pub async fn terminate(&mut self) -> Option<i32> {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        self.wait_exit(Duration::from_secs(60)).await
+    }
+
+    /// Waits for the process to exit; kills it and panics after `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // Let the reader threads take the last lines.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return status.code();
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "the relay binary did not exit within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+                    self.stdout_text(),
+                    self.stderr_text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Starts `outbox-relay run` with JSON logs on an ephemeral port; returns it and its address.
+pub async fn spawn_relay(db: &TestDb, env: &[(&str, &str)]) -> (Spawned, String) {
+    let mut all = vec![
+        ("DATABASE_URL", db.url.as_str()),
+        ("OUTBOX_POLL_INTERVAL", "100ms"),
+    ];
+    all.extend_from_slice(env);
+    let mut relay = Spawned::start(
+        &["run", "--listen", "127.0.0.1:0", "--log-format", "json"],
+        &all,
+    );
+    let addr = relay
+        .wait_line(true, "the relay to start", |line| {
+            let v: serde_json::Value = serde_json::from_str(line).ok()?;
+            (v["message"] == "relay started").then(|| v["listen"].as_str().unwrap().to_string())
+        })
+        .await;
+    (relay, addr)
+}
+
+/// GET/POST against the relay's HTTP endpoint: (status, body).
+pub async fn http(method: &str, url: &str, token: Option<&str>) -> (u16, String) {
+    let client = reqwest::Client::new();
+    let mut request = client.request(method.parse().unwrap(), url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if method == "POST" {
+        request = request
+            .header("content-type", "application/json")
+            .body(r#"{"entity": "order", "id": "1"}"#);
+    }
+    let response = request.send().await.expect("the relay answers");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+/// The samples of a Prometheus text exposition: "name{labels}" → value.
+pub fn parse_metrics(text: &str) -> std::collections::BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            Some((key.to_string(), value.parse().ok()?))
+        })
+        .collect()
 }

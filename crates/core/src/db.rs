@@ -3,7 +3,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::{Client, Config, NoTls};
 
 use crate::Error;
@@ -24,7 +24,8 @@ pub fn config(url: &str) -> Result<Config, Error> {
     Ok(config)
 }
 
-/// A pool of at most `size` connections. Connections are opened lazily and replaced when broken.
+/// A pool of at most `size` connections. Connections are opened lazily and replaced when broken;
+/// each replacement of a lost connection counts in `outbox_db_reconnects_total`.
 pub fn pool(url: &str, size: usize) -> Result<Pool, Error> {
     let manager = Manager::from_config(
         config(url)?,
@@ -38,6 +39,15 @@ pub fn pool(url: &str, size: usize) -> Result<Pool, Error> {
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(Duration::from_secs(30)))
         .create_timeout(Some(Duration::from_secs(15)))
+        .pre_recycle(Hook::sync_fn(|client, _| {
+            if client.is_closed() {
+                // The server closed it (restart, failover, pg_terminate_backend, network): the pool
+                // drops it and opens a new connection in its place.
+                crate::telemetry::db_reconnect();
+                return Err(HookError::message("connection closed"));
+            }
+            Ok(())
+        }))
         .build()
         .map_err(|e| Error::Pool(e.to_string()))
 }

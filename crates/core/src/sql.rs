@@ -20,3 +20,7 @@ pub const RESCUE: &str = include_str!("../../../sql/queries/rescue.sql");
 pub const RELEASE_PARKED: &str = include_str!("../../../sql/queries/release_parked.sql");
 pub const RETRY: &str = include_str!("../../../sql/queries/retry.sql");
 pub const LATEST_EVENT: &str = include_str!("../../../sql/queries/latest_event.sql");
+pub const QUEUE_SAMPLE: &str = include_str!("../../../sql/queries/queue_sample.sql");
+pub const RETENTION_DELIVERIES: &str =
+    include_str!("../../../sql/queries/retention_deliveries.sql");
+pub const RETENTION_EVENTS: &str = include_str!("../../../sql/queries/retention_events.sql");

@@ -199,20 +199,26 @@ pub fn webhook_row(row: &tokio_postgres::Row) -> Result<WebhookRow, tokio_postgr
         "max_in_flight".into(),
         row.try_get::<_, i32>("max_in_flight")?.into(),
     );
+    let mut secrets = Vec::new();
     for key in ["auth", "signature", "tls"] {
         if let Some(v) = row.try_get::<_, Option<Value>>(key)? {
+            string_leaves(&v, &mut secrets);
             m.insert(key.into(), v);
         }
     }
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
     let name: String = row.try_get("name")?;
-    let spec = serde_json::from_value::<WebhookSpec>(Value::Object(m))
-        // The message may quote a value, and the row holds secrets: quote none of them.
-        .map_err(|e| {
-            format!(
-                "row does not have the shape of a webhook: {}",
-                hide_quoted(&e.to_string())
-            )
-        });
+    let spec = serde_json::from_value::<WebhookSpec>(Value::Object(m)).map_err(|e| {
+        // serde quotes offending values; those of auth/signature/tls may be secrets.
+        let mut message = format!(
+            "row does not have the shape of a webhook: {}",
+            hide_quoted(&e.to_string())
+        );
+        for secret in secrets.iter().filter(|s| !s.is_empty()) {
+            message = message.replace(secret.as_str(), "***");
+        }
+        message
+    });
     Ok(WebhookRow {
         id: row.try_get("id")?,
         spec,
@@ -229,6 +235,16 @@ type FilterLogTimes = Arc<Mutex<HashMap<Arc<str>, Instant>>>;
 
 /// How often a failing filter may log, per webhook.
 const FILTER_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Every string inside `value`.
+fn string_leaves(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::String(s) => out.push(s.clone()),
+        Value::Array(items) => items.iter().for_each(|v| string_leaves(v, out)),
+        Value::Object(map) => map.values().for_each(|v| string_leaves(v, out)),
+        _ => {}
+    }
+}
 
 /// Routes events with the matcher, logging filter errors at most once a minute per webhook.
 pub struct LiveRouting {

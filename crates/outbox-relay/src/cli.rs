@@ -42,6 +42,47 @@ pub enum Command {
     Test(TestArgs),
     /// List the merge fields templates can use, from the latest event of a type (or record).
     Fields(FieldsArgs),
+    /// A local webhook receiver for trying webhooks out: prints each request and whether its
+    /// signature verifies.
+    Receive(ReceiveArgs),
+    /// Zero-setup tour: starts a private Postgres (or uses a throwaway database on DATABASE_URL's
+    /// server), creates example orders/shipments tables and webhooks to a built-in receiver, writes
+    /// sample data and shows the deliveries flowing. Ctrl-C stops it and removes what it created.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReceiveArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9999")]
+    pub listen: String,
+    /// Secret to verify signatures with (repeat for several): whsec_... for the standard scheme,
+    /// the shared text for hmac-sha256.
+    #[arg(long = "secret", value_name = "S")]
+    pub secrets: Vec<String>,
+    /// Header holding hmac-sha256 signatures.
+    #[arg(long, default_value = "ms-signature")]
+    pub signature_header: String,
+    /// HTTP status to answer with (e.g. 500 to watch the relay retry).
+    #[arg(long, default_value_t = 200)]
+    pub status: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Exit (0) as soon as the sample deliveries succeeded, instead of running until Ctrl-C.
+    #[arg(long)]
+    pub once: bool,
+}
+
+impl Command {
+    /// Commands that run until stopped (rather than print an answer and exit).
+    pub fn is_long_running(&self) -> bool {
+        matches!(
+            self,
+            Command::Run(_) | Command::Receive(_) | Command::Demo(_)
+        )
+    }
 }
 
 #[derive(Debug, Args)]

@@ -131,6 +131,9 @@ pub struct Settings {
     pub allow_networks: Vec<IpNet>,
     pub deny_networks: Vec<IpNet>,
     pub json_logs: bool,
+    /// Bearer token the admin API requires (`OUTBOX_ADMIN_TOKEN`); without one the HTTP endpoint
+    /// only listens on loopback addresses.
+    pub admin_token: Option<String>,
 }
 
 impl RelayConfig {
@@ -165,7 +168,7 @@ impl RelayConfig {
         figment = figment.merge(
             Env::prefixed("OUTBOX_")
                 .split("__")
-                .filter(|k| k.as_str() != "admin_token"),
+                .filter(|k| !k.as_str().eq_ignore_ascii_case("admin_token")),
         );
         figment.extract().map_err(|e| {
             let source = file
@@ -237,6 +240,9 @@ impl RelayConfig {
             allow_networks: self.allow_networks.clone(),
             deny_networks: self.deny_networks.clone(),
             json_logs,
+            admin_token: std::env::var("OUTBOX_ADMIN_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
         })
     }
 }

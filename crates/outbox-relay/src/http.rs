@@ -21,20 +21,28 @@ pub struct AppState {
     pub pool: Pool,
     pub metrics: PrometheusHandle,
     pub admin_token: Option<Arc<str>>,
+    /// Sends the one-off requests of `POST /api/webhooks/{name}/test` with `send`.
+    pub transport: outbox_sender::HttpTransport,
 }
 
 /// Binds the endpoint. Without `OUTBOX_ADMIN_TOKEN` only loopback addresses are allowed, since the
 /// admin API would otherwise be open to the network.
 pub async fn bind(addr: SocketAddr, admin_token: Option<&str>) -> Result<TcpListener, Failure> {
+    check_listen(addr, admin_token)?;
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| Failure::runtime(format!("cannot listen on {addr}: {e}")))
+}
+
+/// The token rule of the endpoint: a non-loopback address needs `OUTBOX_ADMIN_TOKEN`.
+pub fn check_listen(addr: SocketAddr, admin_token: Option<&str>) -> Result<(), Failure> {
     if admin_token.is_none() && !addr.ip().is_loopback() {
         return Err(Failure::invalid(format!(
             "refusing to listen on {addr}: it is not a loopback address and OUTBOX_ADMIN_TOKEN is not set, \
              so the admin API would be open to the network; set OUTBOX_ADMIN_TOKEN or listen on 127.0.0.1"
         )));
     }
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| Failure::runtime(format!("cannot listen on {addr}: {e}")))
+    Ok(())
 }
 
 pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) {

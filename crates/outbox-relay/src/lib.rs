@@ -8,7 +8,10 @@
 //!   result in live;
 //! - [`relay`] runs the listener, the router, the sender and the HTTP endpoint;
 //! - [`commands`] holds one module per command group (`apply`, `webhooks`, `deliveries`, `test`,
-//!   `fields`).
+//!   `fields`, `demo`);
+//! - [`http`] and [`api`] serve `/metrics`, `/healthz`, `/readyz` and the admin API; [`sampler`]
+//!   keeps the queue gauges fresh and [`retention`] deletes what expired;
+//! - [`receiver`] and [`verify`] are `outbox-relay receive`, a receiver that checks signatures.
 //!
 //! Everything a test needs to start a relay in-process is public: [`relay::Relay`],
 //! [`config::RelayConfig`].
@@ -21,8 +24,12 @@ pub mod config;
 pub mod error;
 pub mod http;
 mod output;
+pub mod receiver;
 pub mod relay;
+pub mod retention;
+pub mod sampler;
 pub mod telemetry;
+pub mod verify;
 
 use cli::{Cli, Command, DeliveriesCommand, WebhooksCommand};
 use error::Failure;
@@ -63,12 +70,22 @@ pub async fn execute(cli: Cli) -> Result<(), Failure> {
             }
             let settings = config.settings(cli.database_url.clone())?;
             telemetry::init_logging(settings.json_logs);
+            // Take over SIGTERM/SIGINT before anything can ask for them, so a signal arriving
+            // while the relay starts is a graceful stop, not the default instant death.
+            let mut signals = Signals::new()?;
             let relay = relay::Relay::start(settings).await?;
             let token = relay.shutdown_token();
             tokio::spawn(async move {
-                shutdown_signal().await;
-                tracing::info!("shutting down: finishing in-flight attempts");
+                signals.next().await;
+                tracing::info!(
+                    "shutting down: finishing in-flight attempts (a second signal stops at once)"
+                );
                 token.cancel();
+                signals.next().await;
+                tracing::warn!(
+                    "stopping at once; attempts still in flight are retried once their lease expires"
+                );
+                std::process::exit(1);
             });
             relay.wait().await;
             Ok(())
@@ -107,29 +124,64 @@ pub async fn execute(cli: Cli) -> Result<(), Failure> {
             )
             .await
         }
+        Command::Receive(args) => {
+            receiver::run(
+                &args.listen,
+                args.secrets.clone(),
+                args.status,
+                args.signature_header.clone(),
+            )
+            .await
+        }
+        Command::Demo(args) => commands::demo::run(cli.database_url.clone(), args.once).await,
+    }
+}
+
+/// SIGTERM and SIGINT (Ctrl-C), handled from the moment this is created.
+pub struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub fn new() -> Result<Signals, Failure> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let handler = |kind| {
+                signal(kind).map_err(|e| Failure::runtime(format!("cannot handle signals: {e}")))
+            };
+            Ok(Signals {
+                term: handler(SignalKind::terminate())?,
+                int: handler(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    /// Resolves on the next SIGTERM or SIGINT.
+    pub async fn next(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).
 pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    match Signals::new() {
+        Ok(mut signals) => signals.next().await,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
     }
 }

@@ -1,13 +1,16 @@
 use clap::Parser;
 
 fn main() {
-    // Like any Unix tool, die quietly when the reader of our output goes away (`... | head`),
-    // instead of panicking on a broken pipe.
-    #[cfg(unix)]
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     let cli = outbox_relay::cli::Cli::parse();
+    // Like any Unix tool, a command that prints its answer dies quietly when the reader of its
+    // output goes away (`... | head`) instead of panicking on a broken pipe. Long-running commands
+    // keep ignoring SIGPIPE: a relay must not die because whoever read its logs went away.
+    #[cfg(unix)]
+    if !cli.command.is_long_running() {
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -42,6 +42,7 @@ impl Relay {
         settings: Settings,
         transport: Arc<dyn Transport>,
     ) -> Result<Relay, Failure> {
+        http::check_listen(settings.listen, settings.admin_token.as_deref())?;
         let metrics = crate::telemetry::prometheus().map_err(Failure::runtime)?;
         let pool = outbox_core::db::pool(&settings.database_url, pool_size(&settings))?;
         let client = pool.get().await.map_err(|e| {
@@ -80,9 +81,7 @@ impl Relay {
             "loaded webhooks"
         );
 
-        let admin_token = std::env::var("OUTBOX_ADMIN_TOKEN")
-            .ok()
-            .filter(|t| !t.is_empty());
+        let admin_token = settings.admin_token.clone();
         let listener = http::bind(settings.listen, admin_token.as_deref()).await?;
         let addr = listener
             .local_addr()
@@ -112,12 +111,23 @@ impl Relay {
                 settings.poll_interval,
                 shutdown.clone(),
             )),
+            tokio::spawn(crate::sampler::run(pool.clone(), shutdown.clone())),
+            tokio::spawn(crate::retention::run(
+                pool.clone(),
+                settings.retention,
+                shutdown.clone(),
+            )),
             tokio::spawn(http::serve(
                 listener,
                 http::AppState {
                     pool: pool.clone(),
                     metrics,
                     admin_token: admin_token.map(Into::into),
+                    transport: HttpTransport::new(NetworkPolicy::new(
+                        settings.allow_networks.clone(),
+                        settings.deny_networks.clone(),
+                    ))
+                    .map_err(|e| Failure::runtime(e.to_string()))?,
                 },
                 shutdown.clone(),
             )),

@@ -43,9 +43,14 @@ pub fn prometheus() -> Result<PrometheusHandle, String> {
 
 /// Logs to stderr, as text or JSON lines; `RUST_LOG` overrides the default level (info).
 pub fn init_logging(json: bool) {
+    init_logging_at(json, "info,tokio_postgres=warn,hyper=warn,reqwest=warn");
+}
+
+/// Like [`init_logging`], with another default filter (`RUST_LOG` still overrides it).
+pub fn init_logging_at(json: bool, default_filter: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn,hyper=warn,reqwest=warn"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod deliveries;
+pub mod demo;
 pub mod fields;
 pub mod test_cmd;
 pub mod webhooks;

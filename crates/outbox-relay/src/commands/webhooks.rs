@@ -33,17 +33,17 @@ const KEYS: [&str; 20] = [
 
 /// One webhook as shown: every configuration key with secrets as `***`, then `valid`, `error`
 /// (why the relay refuses to run it) and `disabled_reason` (why it switched it off).
-struct Shown {
-    name: String,
-    valid: bool,
-    error: Option<String>,
-    disabled_reason: Option<String>,
+pub struct Shown {
+    pub name: String,
+    pub valid: bool,
+    pub error: Option<String>,
+    pub disabled_reason: Option<String>,
     /// The redacted configuration, or null when the row cannot be read as one.
-    config: Value,
+    pub config: Value,
 }
 
 impl Shown {
-    fn to_json(&self) -> Value {
+    pub fn to_json(&self) -> Value {
         let mut out = Map::new();
         for key in KEYS {
             out.insert(
@@ -64,7 +64,11 @@ fn json_text(text: &Option<String>) -> Value {
     text.clone().map(Value::String).unwrap_or(Value::Null)
 }
 
-async fn load(client: &tokio_postgres::Client, name: Option<&str>) -> Result<Vec<Shown>, Failure> {
+/// Every webhook (or the one named), secrets redacted.
+pub async fn load(
+    client: &tokio_postgres::Client,
+    name: Option<&str>,
+) -> Result<Vec<Shown>, Failure> {
     let rows = client
         .query(
             &format!(
