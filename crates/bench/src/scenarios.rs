@@ -11,7 +11,9 @@ use anyhow::{Context, bail};
 use tokio_postgres::{Client, NoTls};
 
 use crate::Args;
-use crate::procs::{Receiver, RelayProc, http_get, relay_binary};
+use crate::procs::{
+    Receiver, RelayProc, http_get, machine_busy_seconds, own_cpu_seconds, relay_binary,
+};
 use crate::receiver::now_us;
 
 struct Row {
@@ -122,10 +124,11 @@ impl Bench<'_> {
         outbox_core::migrate(&mut client)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        // A fast receiver: let one webhook use the relay's whole concurrency.
         client
             .execute(
-                "INSERT INTO outbox.webhooks (name, events, url) VALUES ('bench', '{bench.*}', $1)",
-                &[&self.receiver.url("/hook")],
+                "INSERT INTO outbox.webhooks (name, events, url, max_in_flight) VALUES ('bench', '{bench.*}', $1, $2)",
+                &[&self.receiver.url("/hook"), &(self.args.concurrency as i32)],
             )
             .await?;
         Ok(url)
@@ -168,7 +171,8 @@ impl Bench<'_> {
         Ok(serde_json::from_str(&text)?)
     }
 
-    /// Waits until `n` requests arrived and every delivery is recorded as finished.
+    /// Waits until `n` requests arrived and every delivery is recorded as finished (the hot queue
+    /// is empty: finished deliveries leave it).
     async fn wait_drained(
         &self,
         client: &Client,
@@ -178,15 +182,11 @@ impl Bench<'_> {
         let deadline = Instant::now() + limit;
         loop {
             if self.received().await >= n {
-                let queued: i64 = client
-                    .query_one("SELECT count(*) FROM outbox.deliveries", &[])
+                let queued: bool = client
+                    .query_one("SELECT EXISTS (SELECT 1 FROM outbox.deliveries)", &[])
                     .await?
                     .get(0);
-                let done: i64 = client
-                    .query_one("SELECT count(*) FROM outbox.deliveries_done", &[])
-                    .await?
-                    .get(0);
-                if queued == 0 && done as u64 >= n {
+                if !queued {
                     return Ok(Instant::now());
                 }
             }
@@ -238,6 +238,11 @@ impl Bench<'_> {
         let procs = self.start_relays(&url, relays).await?;
         self.reset_receiver().await?;
         let cpu0: f64 = procs.iter().map(|p| p.cpu_seconds()).sum();
+        let (machine0, own0, receiver0) = (
+            machine_busy_seconds(),
+            own_cpu_seconds(),
+            self.receiver.cpu_seconds(),
+        );
         let t0 = Instant::now();
         self.produce(&url, n, self.args.batch).await?;
         let committed = t0.elapsed();
@@ -245,6 +250,9 @@ impl Bench<'_> {
             .wait_drained(&client, n, Duration::from_secs(600))
             .await?;
         let cpu = procs.iter().map(|p| p.cpu_seconds()).sum::<f64>() - cpu0;
+        let machine = machine_busy_seconds() - machine0;
+        let producers = own_cpu_seconds() - own0;
+        let receiver = self.receiver.cpu_seconds() - receiver0;
         let rss = procs.iter().map(|p| p.peak_rss_mib()).fold(0.0, f64::max);
         let elapsed = t1 - t0;
         let rate = n as f64 / elapsed.as_secs_f64();
@@ -265,6 +273,24 @@ impl Bench<'_> {
         for p in procs {
             p.stop();
         }
+        let us = |s: f64| s / n as f64 * 1e6;
+        println!(
+            "  CPU per delivery: relay {:.0} µs, Postgres and the rest {:.0} µs, receiver {:.0} µs, \
+             benchmark producers {:.0} µs; machine busy {:.0}% of {} cores",
+            us(cpu),
+            us(machine - cpu - producers - receiver),
+            us(receiver),
+            us(producers),
+            machine
+                / elapsed.as_secs_f64()
+                / std::thread::available_parallelism()
+                    .map(|n| n.get() as f64)
+                    .unwrap_or(1.0)
+                * 100.0,
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        );
         println!(
             "throughput, {relays} relay(s): {n} events committed in {:.2}s, all delivered and recorded in {:.2}s \
              = {rate:.0} deliveries/s; relay CPU {cpu:.2}s; peak RSS {rss:.1} MiB",

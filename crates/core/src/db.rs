@@ -27,8 +27,12 @@ pub fn config(url: &str) -> Result<Config, Error> {
 /// A pool of at most `size` connections. Connections are opened lazily and replaced when broken;
 /// each replacement of a lost connection counts in `outbox_db_reconnects_total`.
 pub fn pool(url: &str, size: usize) -> Result<Pool, Error> {
+    pool_from(config(url)?, size)
+}
+
+fn pool_from(config: Config, size: usize) -> Result<Pool, Error> {
     let manager = Manager::from_config(
-        config(url)?,
+        config,
         NoTls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
@@ -50,6 +54,22 @@ pub fn pool(url: &str, size: usize) -> Result<Pool, Error> {
         }))
         .build()
         .map_err(|e| Error::Pool(e.to_string()))
+}
+
+/// The relay's own pool. Its sessions commit asynchronously (`synchronous_commit = off`): the
+/// relay's bookkeeping (routing pages, claims, attempt records) then does not wait for a WAL flush
+/// per transaction. A crash of the *database server* may forget the last fraction of a second of
+/// that bookkeeping; the forgotten claims and results are redone, and the receivers see at most a
+/// repeated attempt with the same `webhook-id`, which at-least-once delivery allows. Producers'
+/// transactions are never affected.
+pub fn relay_pool(url: &str, size: usize) -> Result<Pool, Error> {
+    let mut config = config(url)?;
+    let options = match config.get_options() {
+        Some(existing) => format!("{existing} -c synchronous_commit=off"),
+        None => "-c synchronous_commit=off".to_string(),
+    };
+    config.options(&options);
+    pool_from(config, size)
 }
 
 /// One connection of its own, its driver running on the current runtime.

@@ -43,6 +43,9 @@ pub struct Router {
 }
 
 impl Router {
+    /// `pool` should be the relay's own pool, whose sessions run with `synchronous_commit = off`
+    /// (see `outbox_core::db::relay_pool`): a server crash may then lose the last page's commit,
+    /// which is simply routed again, since its deliveries were lost with it.
     pub fn new(pool: Pool, page_size: usize) -> Router {
         Router {
             pool,
@@ -62,9 +65,6 @@ impl Router {
     ) -> Result<Option<PageOutcome>, Error> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        // The relay's own bookkeeping: a crash may lose the last commit, which is then redone.
-        tx.batch_execute("SET LOCAL synchronous_commit = off")
-            .await?;
         let lock = tx.prepare_cached(sql::ROUTE_LOCK).await?;
         let Some(cursor) = tx.query_opt(&lock, &[]).await? else {
             return Ok(None);
@@ -123,6 +123,11 @@ impl Router {
         };
         let mut created_by_webhook: HashMap<i64, (Arc<str>, u64)> = HashMap::new();
         if !plan.rows.is_empty() {
+            if plan.rows.len() > 32 {
+                // The cached generic plan assumes a handful of rows; plan big pages for real.
+                tx.batch_execute("SET LOCAL plan_cache_mode = force_custom_plan")
+                    .await?;
+            }
             let insert = tx.prepare_cached(sql::ROUTE_INSERT).await?;
             let p = &plan;
             let result = tx

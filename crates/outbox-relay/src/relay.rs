@@ -44,7 +44,7 @@ impl Relay {
     ) -> Result<Relay, Failure> {
         http::check_listen(settings.listen, settings.admin_token.as_deref())?;
         let metrics = crate::telemetry::prometheus().map_err(Failure::runtime)?;
-        let pool = outbox_core::db::pool(&settings.database_url, pool_size(&settings))?;
+        let pool = outbox_core::db::relay_pool(&settings.database_url, pool_size(&settings))?;
         let client = pool.get().await.map_err(|e| {
             Failure::runtime(format!(
                 "cannot connect to the database at {}: {}",
