@@ -2,6 +2,12 @@
 -- queue, move succeeded and dead deliveries out of the hot queue. Every change checks that this relay
 -- still holds the claim. Returns the deliveries changed; for finished deliveries of ordered webhooks
 -- also their record, whose next parked delivery release_next.sql then makes due.
+--
+-- The claim is checked as "still leased by this relay for this attempt number": a lease (lease_until
+-- set) exists only while a delivery is in flight. The check deliberately does not say
+-- status = 'in_flight': that would let the planner drive the join from the in-flight index, whose
+-- statistics are always stale on a queue table, and a stale "a dozen rows" estimate there once made
+-- this statement quadratic in the batch size. This way each batch row is one primary-key lookup.
 -- $1 ids, $2 attempt numbers, $3 next state (pending|succeeded|dead), $4 next attempt at,
 -- $5 http status, $6 error, $7 response, $8 started at, $9 duration ms, $10 outcome, $11 lease owner
 WITH r AS (
@@ -22,14 +28,14 @@ retried AS (
     SET status = 'pending', next_attempt_at = r.next_at, lease_owner = NULL, lease_until = NULL,
         last_status = r.http_status, last_error = r.error, last_response = r.response, updated_at = now()
     FROM r
-    WHERE r.next_state = 'pending' AND d.id = r.id AND d.status = 'in_flight'
+    WHERE r.next_state = 'pending' AND d.id = r.id AND d.lease_until IS NOT NULL
       AND d.lease_owner = $11 AND d.attempts = r.attempt
     RETURNING d.id
 ),
 finished AS (
     DELETE FROM outbox.deliveries d
     USING r
-    WHERE r.next_state <> 'pending' AND d.id = r.id AND d.status = 'in_flight'
+    WHERE r.next_state <> 'pending' AND d.id = r.id AND d.lease_until IS NOT NULL
       AND d.lease_owner = $11 AND d.attempts = r.attempt
     RETURNING d.*, r.next_state, r.http_status, r.error, r.response
 ),

@@ -123,11 +123,6 @@ impl Router {
         };
         let mut created_by_webhook: HashMap<i64, (Arc<str>, u64)> = HashMap::new();
         if !plan.rows.is_empty() {
-            if plan.rows.len() > 32 {
-                // The cached generic plan assumes a handful of rows; plan big pages for real.
-                tx.batch_execute("SET LOCAL plan_cache_mode = force_custom_plan")
-                    .await?;
-            }
             let insert = tx.prepare_cached(sql::ROUTE_INSERT).await?;
             let p = &plan;
             let result = tx

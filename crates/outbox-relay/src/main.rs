@@ -1,10 +1,5 @@
 use clap::Parser;
 
-// The relay allocates many small, short-lived buffers per delivery (rows, bodies, headers) across
-// threads; mimalloc does that several times cheaper than the system allocator.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() {
     let cli = outbox_relay::cli::Cli::parse();
     // Like any Unix tool, a command that prints its answer dies quietly when the reader of its

@@ -58,10 +58,6 @@ pub struct Sender {
     wakeup: Arc<Notify>,
 }
 
-/// Batches larger than this are planned for their real size rather than with the cached generic
-/// plan (whose row estimates assume a handful of rows).
-const CUSTOM_PLAN_ABOVE: usize = 32;
-
 /// What the dispatcher does after a claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Next {
@@ -506,12 +502,6 @@ impl Sender {
     async fn flush(&self, batch: &[Completion]) -> Result<(), Error> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        if batch.len() > CUSTOM_PLAN_ABOVE {
-            // A cached generic plan guesses the batch is small, and for a big one that guess
-            // turns the joins quadratic; plan this one for its real size.
-            tx.batch_execute("SET LOCAL plan_cache_mode = force_custom_plan")
-                .await?;
-        }
         let complete = tx.prepare_cached(sql::COMPLETE).await?;
         let ids: Vec<i64> = batch.iter().map(|c| c.delivery_id).collect();
         let attempts: Vec<i32> = batch.iter().map(|c| c.attempt).collect();
