@@ -182,6 +182,14 @@ CREATE TABLE outbox.deliveries (
     last_response   text,
     UNIQUE (event_id, webhook_id)
 );
+-- Every delivery is inserted, updated (claimed) and deleted (finished) within seconds: vacuum the
+-- queue after a fixed number of dead rows, not a fraction of a table whose size swings. (The relay
+-- also vacuums it itself every few seconds while busy.)
+ALTER TABLE outbox.deliveries SET (
+    autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10000,
+    autovacuum_analyze_scale_factor = 0, autovacuum_analyze_threshold = 10000,
+    autovacuum_vacuum_cost_delay = 0
+);
 CREATE INDEX deliveries_due ON outbox.deliveries (webhook_id, next_attempt_at, id) WHERE status = 'pending';
 CREATE INDEX deliveries_lease ON outbox.deliveries (lease_until) WHERE status = 'in_flight';
 CREATE UNIQUE INDEX deliveries_coalesce ON outbox.deliveries (webhook_id, entity, entity_id)

@@ -24,3 +24,4 @@ pub const QUEUE_SAMPLE: &str = include_str!("../../../sql/queries/queue_sample.s
 pub const RETENTION_DELIVERIES: &str =
     include_str!("../../../sql/queries/retention_deliveries.sql");
 pub const RETENTION_EVENTS: &str = include_str!("../../../sql/queries/retention_events.sql");
+pub const QUEUED_DUE: &str = include_str!("../../../sql/queries/queued_due.sql");

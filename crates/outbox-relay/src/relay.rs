@@ -107,10 +107,13 @@ impl Relay {
             tokio::spawn(route_loop(
                 Router::new(pool.clone(), settings.claim_batch),
                 catalog.clone(),
+                pool.clone(),
                 wakeups.clone(),
-                settings.poll_interval,
+                settings.clone(),
                 shutdown.clone(),
             )),
+            tokio::spawn(vacuum_loop(pool.clone(), shutdown.clone())),
+            tokio::spawn(metrics_upkeep(metrics.clone(), shutdown.clone())),
             tokio::spawn(crate::sampler::run(pool.clone(), shutdown.clone())),
             tokio::spawn(crate::retention::run(
                 pool.clone(),
@@ -252,18 +255,56 @@ async fn reload_loop(
     }
 }
 
+/// Due deliveries the hot queue may hold before the router pauses (at least this many; more when
+/// `claim_batch` is large).
+const QUEUE_HIGH_WATER: i64 = 100_000;
+/// How often the router looks at the queue's size while it is creating deliveries.
+const QUEUE_CHECK_EVERY: Duration = Duration::from_millis(250);
+
 async fn route_loop(
     router: Router,
     catalog: Arc<Catalog>,
+    pool: Pool,
     wakeups: Arc<Wakeups>,
-    poll_interval: Duration,
+    settings: Settings,
     shutdown: CancellationToken,
 ) {
+    let high_water = QUEUE_HIGH_WATER.max(100 * settings.claim_batch as i64);
     let mut failures = 0u32;
+    let mut paused = false;
+    let mut last_check: Option<tokio::time::Instant> = None;
     loop {
         loop {
             if shutdown.is_cancelled() {
                 return;
+            }
+            // Backpressure: while the senders are far behind, leave the backlog in outbox.events
+            // (append-only, free to keep) rather than in the hot queue, whose every row is
+            // updated and deleted again. Resume at half the high-water mark.
+            if last_check.is_none_or(|t| t.elapsed() >= QUEUE_CHECK_EVERY) {
+                last_check = Some(tokio::time::Instant::now());
+                match queued_due(&pool, &catalog, high_water).await {
+                    Ok(due) if due >= high_water => {
+                        if !paused {
+                            tracing::info!(
+                                due,
+                                "the queue is full; routing pauses until the senders catch up"
+                            );
+                        }
+                        paused = true;
+                    }
+                    Ok(due) if due < high_water / 2 => {
+                        if paused {
+                            tracing::info!(due, "routing resumes");
+                        }
+                        paused = false;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "could not measure the queue"),
+                }
+            }
+            if paused {
+                break;
             }
             let routing = catalog.routing.load_full();
             match router.route_page(routing).await {
@@ -290,10 +331,78 @@ async fn route_loop(
                 }
             }
         }
+        let wait = if paused {
+            QUEUE_CHECK_EVERY
+        } else {
+            settings.poll_interval
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = wakeups.events.notified() => {}
-            _ = tokio::time::sleep(poll_interval) => {}
+            _ = wakeups.events.notified(), if !paused => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }
+
+/// Due deliveries of the active webhooks, counted up to `limit`.
+async fn queued_due(pool: &Pool, catalog: &Catalog, limit: i64) -> Result<i64, outbox_core::Error> {
+    let ids: Vec<i64> = catalog
+        .directory
+        .load()
+        .sendable
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let client = pool.get().await?;
+    let statement = client.prepare_cached(outbox_core::sql::QUEUED_DUE).await?;
+    Ok(client.query_one(&statement, &[&ids, &limit]).await?.get(0))
+}
+
+/// Vacuums the hot queue every few seconds. Every delivery leaves two dead rows behind (claimed,
+/// finished) within seconds; autovacuum wakes up once a minute at most, and by then a busy relay
+/// has left a million, which every claim would wade through. Vacuuming a small, mostly-dead table
+/// often is cheap; `SKIP_LOCKED` lets concurrent relays take turns.
+async fn vacuum_loop(pool: Pool, shutdown: CancellationToken) {
+    let mut warned = false;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(VACUUM_EVERY) => {}
+        }
+        let result = async {
+            let client = pool.get().await?;
+            client
+                .batch_execute("VACUUM (SKIP_LOCKED) outbox.deliveries")
+                .await?;
+            Ok::<_, outbox_core::Error>(())
+        }
+        .await;
+        if let Err(e) = result
+            && !warned
+        {
+            warned = true;
+            tracing::warn!(error = %e, "cannot vacuum outbox.deliveries (autovacuum will, less often); the relay's database user should own the outbox schema");
+        }
+    }
+}
+
+/// Folds recorded histogram samples into their buckets every few seconds. The exporter otherwise
+/// keeps every sample until the next scrape, so a relay nobody scrapes would grow by a few bytes per
+/// delivery, forever.
+async fn metrics_upkeep(
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => metrics.run_upkeep(),
+        }
+    }
+}
+
+/// How often the relay vacuums the hot queue.
+const VACUUM_EVERY: Duration = Duration::from_secs(5);

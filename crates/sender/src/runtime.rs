@@ -58,6 +58,9 @@ pub struct Sender {
     wakeup: Arc<Notify>,
 }
 
+/// Finished attempts waiting to be recorded, at most.
+const COMPLETIONS_QUEUED: usize = 4096;
+
 /// What the dispatcher does after a claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Next {
@@ -124,7 +127,9 @@ impl Sender {
     /// its webhook's timeout), records them and returns.
     pub async fn run(self, shutdown: CancellationToken) {
         let this = Arc::new(self);
-        let (done_tx, done_rx) = mpsc::unbounded_channel::<Completion>();
+        // Bounded: if recording falls behind sending, senders wait (holding their slot) instead of
+        // results piling up in memory.
+        let (done_tx, done_rx) = mpsc::channel::<Completion>(COMPLETIONS_QUEUED);
         let completer = tokio::spawn(this.clone().complete_loop(done_rx));
         let rescuer_stop = CancellationToken::new();
         let rescuer = tokio::spawn(this.clone().rescue_loop(rescuer_stop.clone()));
@@ -139,7 +144,7 @@ impl Sender {
 
     async fn dispatch_loop(
         self: &Arc<Self>,
-        done: mpsc::UnboundedSender<Completion>,
+        done: mpsc::Sender<Completion>,
         shutdown: CancellationToken,
     ) {
         let concurrency = self.options.concurrency.max(1);
@@ -208,7 +213,7 @@ impl Sender {
         slots: &Arc<Semaphore>,
         in_flight: &Arc<Mutex<HashMap<i64, usize>>>,
         freed: &Arc<Notify>,
-        done: &mpsc::UnboundedSender<Completion>,
+        done: &mpsc::Sender<Completion>,
         tasks: &mut JoinSet<()>,
     ) -> Result<Next, Error> {
         let free = slots.available_permits().min(self.options.claim_batch);
@@ -302,7 +307,7 @@ impl Sender {
                     .attempt(&endpoint, &directory, claimed)
                     .instrument(span)
                     .await;
-                let _ = done.send(completion);
+                let _ = done.send(completion).await;
                 drop(permit);
                 if let Some(n) = in_flight
                     .lock()
@@ -467,7 +472,7 @@ impl Sender {
     }
 
     /// Writes finished attempts in batches: whatever piled up while the previous batch was written.
-    async fn complete_loop(self: Arc<Self>, mut done: mpsc::UnboundedReceiver<Completion>) {
+    async fn complete_loop(self: Arc<Self>, mut done: mpsc::Receiver<Completion>) {
         let mut batch = Vec::with_capacity(1024);
         while let Some(first) = done.recv().await {
             batch.push(first);
