@@ -7,7 +7,9 @@
 -- (finished deliveries), outbox.router (the routing cursor).
 
 CREATE TABLE outbox.events (
-    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    -- Each producer session takes ids 64 at a time, so concurrent producers do not contend on the
+    -- sequence; ids are unique but not in commit order (routing never relies on their order).
+    id          bigint GENERATED ALWAYS AS IDENTITY (CACHE 64) PRIMARY KEY,
     -- The producer's transaction id. The router hands out events by transaction snapshot windows, so
     -- an event is routed exactly once, after its transaction committed, without ever updating the row.
     -- Leave it to its default.
@@ -27,10 +29,15 @@ CREATE INDEX events_by_txid ON outbox.events (txid, id);
 COMMENT ON TABLE outbox.events IS
     'Transactional outbox: insert here (or call outbox.emit / the outbox.capture trigger) inside the business transaction.';
 
--- One NOTIFY per statement (Postgres folds duplicates within a transaction), never per row.
+-- At most one NOTIFY per statement (Postgres folds duplicates within a transaction), never per
+-- row, and only while the router asks for it: a transaction that NOTIFYs takes a database-wide
+-- lock at commit, so committing producers would queue behind each other. While the router is busy
+-- (events keep coming) it polls by itself and clears notify_wanted; once it runs dry it sets it again.
 CREATE FUNCTION outbox.notify_events() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify('outbox_events', '');
+    IF EXISTS (SELECT 1 FROM outbox.router WHERE id = 1 AND notify_wanted) THEN
+        PERFORM pg_notify('outbox_events', '');
+    END IF;
     RETURN NULL;
 END
 $$;
@@ -273,6 +280,8 @@ CREATE TABLE outbox.router (
     cur_snapshot  pg_snapshot NOT NULL,
     cursor_txid   xid8 NOT NULL DEFAULT '0',
     cursor_id     bigint NOT NULL DEFAULT 0,
+    -- Whether producers should NOTIFY (the router is idle) or not (it is busy and polls itself).
+    notify_wanted boolean NOT NULL DEFAULT true,
     updated_at    timestamptz NOT NULL DEFAULT now()
 );
 INSERT INTO outbox.router (id, prev_snapshot, cur_snapshot)

@@ -1,7 +1,7 @@
 -- Take the routing cursor. Only one relay routes at a time; the others skip and keep sending.
--- Returns the cursor and the window's two snapshots (as text, passed back as parameters so the
--- page query gets index range conditions).
-SELECT cursor_txid::text, cursor_id, prev_snapshot::text, cur_snapshot::text
+-- Returns the cursor, the window's two snapshots (as text, passed back as parameters so the page
+-- query gets index range conditions) and whether producers currently NOTIFY.
+SELECT cursor_txid::text, cursor_id, prev_snapshot::text, cur_snapshot::text, notify_wanted
 FROM outbox.router
 WHERE id = 1
 FOR UPDATE SKIP LOCKED

@@ -25,3 +25,4 @@ pub const RETENTION_DELIVERIES: &str =
     include_str!("../../../sql/queries/retention_deliveries.sql");
 pub const RETENTION_EVENTS: &str = include_str!("../../../sql/queries/retention_events.sql");
 pub const QUEUED_DUE: &str = include_str!("../../../sql/queries/queued_due.sql");
+pub const ROUTE_NOTIFY: &str = include_str!("../../../sql/queries/route_notify.sql");

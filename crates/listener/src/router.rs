@@ -34,6 +34,10 @@ pub struct PageOutcome {
     pub coalesced: usize,
     /// There may be more to route right away.
     pub more: bool,
+    /// This page found nothing and switched producers back to NOTIFY: events committed by
+    /// transactions that started before the switch may still arrive without a notification, so
+    /// the caller should look again shortly.
+    pub went_idle: bool,
 }
 
 /// Routes committed events into deliveries, one page per transaction.
@@ -73,6 +77,7 @@ impl Router {
         let cursor_id: i64 = cursor.try_get(1)?;
         let prev: String = cursor.try_get(2)?;
         let cur: String = cursor.try_get(3)?;
+        let notify_wanted: bool = cursor.try_get(4)?;
 
         // The rest of the current window; if it runs short, the window is exhausted: open the next
         // one (everything committed up to now) and fill the page from it, so a wake-up routes what
@@ -167,6 +172,14 @@ impl Router {
             let save = tx.prepare_cached(sql::ROUTE_CURSOR).await?;
             tx.execute(&save, &[txid, id]).await?;
         }
+        // Busy (this page had events): producers need not NOTIFY, the caller polls. Dry: ask for
+        // notifications again before going to sleep.
+        let want = rows.is_empty();
+        if want != notify_wanted {
+            let flag = tx.prepare_cached(sql::ROUTE_NOTIFY).await?;
+            tx.execute(&flag, &[&want]).await?;
+        }
+        outcome.went_idle = want && !notify_wanted;
         // A full page means there may be more; a short one means everything committed before this
         // transaction has been routed.
         outcome.more = rows.len() as i64 >= self.page_size;

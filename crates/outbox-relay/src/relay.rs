@@ -258,6 +258,13 @@ async fn reload_loop(
 /// Due deliveries the hot queue may hold before the router pauses (at least this many; more when
 /// `claim_batch` is large).
 const QUEUE_HIGH_WATER: i64 = 100_000;
+/// Pause between pages while events keep coming (producers do not NOTIFY then).
+const BUSY_POLL: Duration = Duration::from_millis(1);
+/// After running dry, how often and how many times the router looks again before it relies on
+/// notifications alone (covers transactions that checked the notify flag before it was set).
+const GRACE_POLL: Duration = Duration::from_millis(10);
+const GRACE_POLLS: u32 = 100;
+
 /// How often the router looks at the queue's size while it is creating deliveries.
 const QUEUE_CHECK_EVERY: Duration = Duration::from_millis(250);
 
@@ -273,6 +280,7 @@ async fn route_loop(
     let mut failures = 0u32;
     let mut paused = false;
     let mut last_check: Option<tokio::time::Instant> = None;
+    let mut grace = 0u32;
     loop {
         loop {
             if shutdown.is_cancelled() {
@@ -313,9 +321,34 @@ async fn route_loop(
                     if page.created > 0 || page.coalesced > 0 {
                         wakeups.deliveries.notify_one();
                     }
-                    if !page.more {
-                        break;
+                    if page.more {
+                        continue;
                     }
+                    if page.events > 0 {
+                        // Busy: producers are not notifying; look again after a moment (long
+                        // enough for a few more commits to make the next page worth it).
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(BUSY_POLL) => {}
+                        }
+                        continue;
+                    }
+                    if page.went_idle {
+                        grace = GRACE_POLLS;
+                    }
+                    if grace > 0 {
+                        // Just switched producers back to NOTIFY: a transaction that checked the
+                        // flag before the switch commits without notifying; catch it by polling
+                        // briefly.
+                        grace -= 1;
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = wakeups.events.notified() => {}
+                            _ = tokio::time::sleep(GRACE_POLL) => {}
+                        }
+                        continue;
+                    }
+                    break;
                 }
                 Ok(None) => break, // another relay is routing
                 Err(e) => {
