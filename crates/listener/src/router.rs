@@ -44,6 +44,7 @@ pub struct PageOutcome {
 pub struct Router {
     pool: Pool,
     page_size: i64,
+    last_notify: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Router {
@@ -54,7 +55,19 @@ impl Router {
         Router {
             pool,
             page_size: page_size.max(1) as i64,
+            last_notify: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Whether to NOTIFY other relays about new deliveries now (at most every 100 ms).
+    fn notify_due(&self) -> bool {
+        let mut last = self.last_notify.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < std::time::Duration::from_millis(100)) {
+            return false;
+        }
+        *last = Some(now);
+        true
     }
 
     /// Routes the next page of committed events. Returns `None` when another relay holds the
@@ -162,7 +175,10 @@ impl Router {
                     outcome.coalesced += 1;
                 }
             }
-            if outcome.created > 0 {
+            // Other relays' senders learn of new deliveries from a NOTIFY, at most ten times a
+            // second: they poll anyway, and every NOTIFY serialises this commit with every other
+            // NOTIFYing commit. This relay's own sender is woken directly by the caller.
+            if outcome.created > 0 && self.notify_due() {
                 tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL_DELIVERIES])
                     .await?;
             }

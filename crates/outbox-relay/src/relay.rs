@@ -259,7 +259,7 @@ async fn reload_loop(
 /// `claim_batch` is large).
 const QUEUE_HIGH_WATER: i64 = 100_000;
 /// Pause between pages while events keep coming (producers do not NOTIFY then).
-const BUSY_POLL: Duration = Duration::from_millis(1);
+const BUSY_POLL: Duration = Duration::from_micros(200);
 /// After running dry, how often and how many times the router looks again before it relies on
 /// notifications alone (covers transactions that checked the notify flag before it was set).
 const GRACE_POLL: Duration = Duration::from_millis(10);
