@@ -260,6 +260,9 @@ async fn reload_loop(
 const QUEUE_HIGH_WATER: i64 = 100_000;
 /// Pause between pages while events keep coming (producers do not NOTIFY then).
 const BUSY_POLL: Duration = Duration::from_micros(200);
+/// ... and after a page of fewer than `SMALL_PAGE` events.
+const BUSY_POLL_SMALL: Duration = Duration::from_millis(1);
+const SMALL_PAGE: usize = 64;
 /// After running dry, how often and how many times the router looks again before it relies on
 /// notifications alone (covers transactions that checked the notify flag before it was set).
 const GRACE_POLL: Duration = Duration::from_millis(10);
@@ -327,9 +330,16 @@ async fn route_loop(
                     if page.events > 0 {
                         // Busy: producers are not notifying; look again after a moment (long
                         // enough for a few more commits to make the next page worth it).
+                        // A small page means events trickle in: wait a little longer, so the next
+                        // transaction routes a batch rather than one or two events.
+                        let pause = if page.events < SMALL_PAGE {
+                            BUSY_POLL_SMALL
+                        } else {
+                            BUSY_POLL
+                        };
                         tokio::select! {
                             _ = shutdown.cancelled() => return,
-                            _ = tokio::time::sleep(BUSY_POLL) => {}
+                            _ = tokio::time::sleep(pause) => {}
                         }
                         continue;
                     }
