@@ -66,6 +66,12 @@ pub struct Args {
     /// Duration of each pgbench run, in seconds.
     #[arg(long, default_value_t = 15)]
     pub pgbench_seconds: u64,
+    /// Offered rate (events/s) of the soak run.
+    #[arg(long, default_value_t = 5000)]
+    pub soak_rate: u64,
+    /// Duration of the soak run, in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub soak_seconds: u64,
     /// Relay `concurrency`.
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
@@ -101,6 +107,8 @@ fn main() {
         args.latency_seconds = 2;
         args.backlogs = vec![2000];
         args.pgbench_seconds = 2;
+        args.soak_seconds = 4;
+        args.soak_rate = 500;
     }
     match runtime.block_on(scenarios::run_all(&args)) {
         Ok(()) => {}

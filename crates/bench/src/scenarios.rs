@@ -59,8 +59,9 @@ pub async fn run_all(args: &Args) -> anyhow::Result<()> {
             "backlog" => bench.backlog().await?,
             "producer" => bench.producer().await?,
             "scaleout" => bench.scaleout().await?,
+            "soak" => bench.soak().await?,
             other => bail!(
-                "unknown scenario {other:?}; use throughput, latency, backlog, producer, scaleout"
+                "unknown scenario {other:?}; use throughput, latency, backlog, producer, scaleout, soak"
             ),
         }
     }
@@ -578,6 +579,95 @@ impl Bench<'_> {
                 cost(notify_off)
             ),
             verdict: verdict(cost(notify_off) <= 10.0),
+        });
+        Ok(())
+    }
+
+    /// A sustained offered load for a while, watching the hot queue table: it must not grow.
+    async fn soak(&mut self) -> anyhow::Result<()> {
+        let url = self.fresh_db("outbox_bench_soak").await?;
+        let client = connect(&url).await?;
+        let procs = self.start_relays(&url, 1).await?;
+        self.reset_receiver().await?;
+        let rate = self.args.soak_rate;
+        let seconds = self.args.soak_seconds;
+        let batch = 10u64;
+        let total = rate * seconds;
+        let next = Arc::new(AtomicU64::new(0));
+        let start = tokio::time::Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let client = connect(&url).await?;
+            let next = next.clone();
+            tasks.push(tokio::spawn(async move {
+                let insert = client
+                    .prepare(
+                        "INSERT INTO outbox.events (event_type, entity, entity_id, data)
+                         SELECT 'bench.created', 'bench', s::text, jsonb_build_object('seq', s, 'note', 'benchmark event')
+                         FROM generate_series($1::bigint, $2::bigint) s",
+                    )
+                    .await?;
+                loop {
+                    let first = next.fetch_add(batch, Ordering::Relaxed);
+                    if first >= total {
+                        return Ok::<_, anyhow::Error>(());
+                    }
+                    let due = start + Duration::from_secs_f64(first as f64 / rate as f64);
+                    tokio::time::sleep_until(due).await;
+                    client
+                        .execute(&insert, &[&(first as i64), &((first + batch).min(total) as i64 - 1)])
+                        .await?;
+                }
+            }));
+        }
+        let mut sizes = Vec::new();
+        let sample_every = Duration::from_secs((seconds / 10).max(1));
+        while tasks.iter().any(|t| !t.is_finished()) {
+            tokio::time::sleep(sample_every).await;
+            let row = client
+                .query_one(
+                    "SELECT pg_total_relation_size('outbox.deliveries'), n_dead_tup, n_live_tup
+                     FROM pg_stat_user_tables WHERE relid = 'outbox.deliveries'::regclass",
+                    &[],
+                )
+                .await?;
+            let size: i64 = row.get(0);
+            let dead: i64 = row.get(1);
+            let live: i64 = row.get(2);
+            println!(
+                "soak at {:>4}s: hot queue {:.1} MiB ({live} live, {dead} dead rows), {} received",
+                start.elapsed().as_secs(),
+                size as f64 / 1048576.0,
+                self.received().await
+            );
+            sizes.push(size);
+        }
+        for t in tasks {
+            t.await??;
+        }
+        self.wait_drained(&client, total, Duration::from_secs(300)).await?;
+        let rss = procs.iter().map(|p| p.peak_rss_mib()).fold(0.0, f64::max);
+        for p in procs {
+            p.stop();
+        }
+        let half = sizes.len() / 2;
+        let first_half = sizes[..half.max(1)].iter().copied().max().unwrap_or(0);
+        let second_half = sizes[half..].iter().copied().max().unwrap_or(0);
+        self.rows.push(Row {
+            what: format!("hot queue size over {seconds}s at {rate}/s (max, 1st → 2nd half)"),
+            target: "bounded (no growth)".into(),
+            measured: format!(
+                "{:.1} → {:.1} MiB",
+                first_half as f64 / 1048576.0,
+                second_half as f64 / 1048576.0
+            ),
+            verdict: verdict(second_half <= first_half + first_half / 2 + 1_048_576),
+        });
+        self.rows.push(Row {
+            what: format!("relay peak RSS over {seconds}s at {rate}/s"),
+            target: "≤ 64 MiB".into(),
+            measured: format!("{rss:.1} MiB"),
+            verdict: verdict(rss <= 64.0),
         });
         Ok(())
     }
