@@ -39,7 +39,7 @@ pub struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "throughput,latency,backlog,producer,scaleout"
+        default_value = "throughput,latency,backlog,producer,scaleout,soak"
     )]
     pub scenarios: Vec<String>,
     /// Tiny sizes, for CI: proves the benchmark runs, measures nothing meaningful.
