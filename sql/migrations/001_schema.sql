@@ -143,8 +143,19 @@ CREATE TABLE outbox.relations (
 
 -- Running relays reload their configuration when it changes. Only operator-written columns count,
 -- so the relay writing valid/error back does not wake itself up.
+-- Bumped by every configuration change, in the changing transaction. The router reads it in the
+-- same snapshot as each page of events and reloads the configuration first when it moved on: an
+-- event committed after a webhook change is routed by the changed configuration, however late the
+-- NOTIFY arrives.
+CREATE TABLE outbox.config_version (
+    id      integer PRIMARY KEY CHECK (id = 1),
+    version bigint NOT NULL DEFAULT 0
+);
+INSERT INTO outbox.config_version (id) VALUES (1);
+
 CREATE FUNCTION outbox.notify_config() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    UPDATE outbox.config_version SET version = version + 1 WHERE id = 1;
     PERFORM pg_notify('outbox_config', TG_TABLE_NAME);
     RETURN NULL;
 END

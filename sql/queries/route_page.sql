@@ -3,8 +3,10 @@
 -- (transactions that were still running then) plus the transaction id range [xmax(prev), xmax(cur));
 -- both parts are index range scans on events_by_txid, so the cost of a page does not grow with
 -- the table, and a long-running transaction elsewhere never makes routing rescan old events.
+-- The last column is the configuration version as of the same snapshot (see outbox.config_version).
 -- $1 cursor txid (text), $2 cursor id, $3 page size, $4 prev snapshot (text), $5 cur snapshot (text)
-SELECT w.id, w.event_type, w.entity, w.entity_id, w.data, w.old, w.metadata, w.created_at, w.txid::text
+SELECT w.id, w.event_type, w.entity, w.entity_id, w.data, w.old, w.metadata, w.created_at, w.txid::text,
+       cv.version
 FROM (
     (SELECT e.*
      FROM outbox.events e
@@ -23,5 +25,6 @@ FROM (
      ORDER BY e.txid, e.id
      LIMIT $3)
 ) w
+CROSS JOIN (SELECT version FROM outbox.config_version WHERE id = 1) cv
 ORDER BY w.txid, w.id
 LIMIT $3

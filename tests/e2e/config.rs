@@ -817,3 +817,61 @@ max_attempts = 1
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn events_committed_with_or_after_a_webhook_change_are_routed_by_the_changed_configuration() {
+    let db = TestDb::new().await;
+    let receiver = TestReceiver::start().await;
+    apply(
+        &db,
+        &format!(
+            "[[webhook]]\nname = \"first\"\nevents = [\"*\"]\nurl = \"{}\"\n",
+            receiver.url("/first")
+        ),
+    )
+    .await;
+    let relay = start(&db).await;
+    let client = db.connect().await;
+    // Each round adds a webhook and emits an event in one transaction: the notification of the
+    // change and the event arrive together, and the router must not route the event by the
+    // configuration it had before.
+    for round in 0..5 {
+        client
+            .batch_execute(&format!(
+                "BEGIN;
+                 INSERT INTO outbox.webhooks (name, events, url) VALUES ('added{round}', '{{order.*}}', '{}');
+                 SELECT outbox.emit('order.created', 'order', '{round}');
+                 COMMIT;",
+                receiver.url(&format!("/added{round}"))
+            ))
+            .await
+            .unwrap();
+        let path = format!("/added{round}");
+        wait_until(
+            SOON,
+            &format!("the event of round {round} at {path}"),
+            || async {
+                receiver
+                    .requests()
+                    .iter()
+                    .any(|r| r.path == path)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    relay.stop().await;
+    let log = delivery_log(&client).await;
+    for round in 0..5 {
+        // addedN gets the event of its own round and of every later one, each once.
+        let name = format!("added{round}");
+        let mut got: Vec<String> = log
+            .iter()
+            .filter(|d| d.webhook == name)
+            .map(|d| d.entity_id.clone())
+            .collect();
+        got.sort();
+        let want: Vec<String> = (round..5).map(|r| r.to_string()).collect();
+        assert_eq!(got, want, "{name}: {log:?}");
+    }
+}

@@ -645,7 +645,8 @@ impl Bench<'_> {
         for t in tasks {
             t.await??;
         }
-        self.wait_drained(&client, total, Duration::from_secs(300)).await?;
+        self.wait_drained(&client, total, Duration::from_secs(300))
+            .await?;
         let rss = procs.iter().map(|p| p.peak_rss_mib()).fold(0.0, f64::max);
         for p in procs {
             p.stop();

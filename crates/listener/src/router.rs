@@ -21,6 +21,13 @@ pub struct Target {
 pub trait Routing: Send + Sync {
     /// Appends to `out` every webhook `event` must be delivered to.
     fn route(&self, event: &Event, out: &mut Vec<Target>);
+
+    /// The `outbox.config_version` this routing was built from, if it tracks one. A page whose
+    /// events were read together with a newer version is not routed: the router reports
+    /// [`PageOutcome::stale_config`] and changes nothing, so the caller can reload first.
+    fn config_version(&self) -> Option<i64> {
+        None
+    }
 }
 
 /// What one routed page did.
@@ -34,6 +41,8 @@ pub struct PageOutcome {
     pub coalesced: usize,
     /// There may be more to route right away.
     pub more: bool,
+    /// The configuration changed since `routing` was built; nothing was routed. Reload and retry.
+    pub stale_config: bool,
     /// This page found nothing and switched producers back to NOTIFY: events committed by
     /// transactions that started before the switch may still arrive without a notification, so
     /// the caller should look again shortly.
@@ -118,6 +127,18 @@ impl Router {
             rows.extend(fresh);
         } else if let Some(last) = rows.last() {
             cursor = Some((last.try_get::<_, String>(8)?, last.try_get::<_, i64>(0)?));
+        }
+        if let Some(version) = routing.config_version() {
+            for row in &rows {
+                if row.try_get::<_, i64>(9)? != version {
+                    // Dropping the transaction rolls back the window advance too.
+                    return Ok(Some(PageOutcome {
+                        stale_config: true,
+                        more: true,
+                        ..PageOutcome::default()
+                    }));
+                }
+            }
         }
         let mut events = Vec::with_capacity(rows.len());
         for row in &rows {

@@ -250,13 +250,20 @@ fn string_leaves(value: &Value, out: &mut Vec<String>) {
 pub struct LiveRouting {
     matcher: Matcher<Target>,
     last_filter_log: FilterLogTimes,
+    /// `outbox.config_version` as of the snapshot this was loaded from (None: never loaded).
+    version: Option<i64>,
 }
 
 impl LiveRouting {
-    fn new(matcher: Matcher<Target>, last_filter_log: FilterLogTimes) -> LiveRouting {
+    fn new(
+        matcher: Matcher<Target>,
+        last_filter_log: FilterLogTimes,
+        version: Option<i64>,
+    ) -> LiveRouting {
         LiveRouting {
             matcher,
             last_filter_log,
+            version,
         }
     }
 
@@ -290,6 +297,10 @@ impl LiveRouting {
 }
 
 impl Routing for LiveRouting {
+    fn config_version(&self) -> Option<i64> {
+        self.version
+    }
+
     fn route(&self, event: &Event, out: &mut Vec<Target>) {
         self.matcher.matches(
             event,
@@ -318,6 +329,7 @@ impl Default for Catalog {
             routing: ArcSwap::from_pointee(LiveRouting::new(
                 Matcher::new(),
                 last_filter_log.clone(),
+                None,
             )),
             cache: Mutex::new(HashMap::new()),
             last_filter_log,
@@ -390,8 +402,23 @@ impl Catalog {
     /// Loads, validates and compiles every webhook and relation, records validity in the table and
     /// swaps the new configuration in. Compilation runs on the blocking pool.
     pub async fn reload(&self, pool: &Pool) -> Result<Reloaded, Failure> {
-        let client = pool.get().await?;
-        let rows = client
+        let mut client = pool.get().await?;
+        // Webhooks, relations and the configuration version from one snapshot, so the version
+        // says exactly which configuration this is.
+        let snapshot = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let version: i64 = snapshot
+            .query_one(
+                "SELECT version FROM outbox.config_version WHERE id = 1",
+                &[],
+            )
+            .await?
+            .get(0);
+        let rows = snapshot
             .query(
                 &format!("SELECT {WEBHOOK_COLUMNS} FROM outbox.webhooks ORDER BY id"),
                 &[],
@@ -400,12 +427,13 @@ impl Catalog {
             .iter()
             .map(webhook_row)
             .collect::<Result<Vec<_>, _>>()?;
-        let relations: HashMap<(String, String), String> = client
+        let relations: HashMap<(String, String), String> = snapshot
             .query("SELECT entity, name, query FROM outbox.relations", &[])
             .await?
             .iter()
             .map(|r| ((r.get(0), r.get(1)), r.get(2)))
             .collect();
+        snapshot.commit().await?;
 
         let cache = std::mem::take(&mut *self.cache.lock().unwrap_or_else(|p| p.into_inner()));
         let verdicts = tokio::task::spawn_blocking(move || judge(rows, cache))
@@ -444,6 +472,7 @@ impl Catalog {
         self.routing.store(Arc::new(LiveRouting::new(
             matcher,
             self.last_filter_log.clone(),
+            Some(version),
         )));
         self.directory
             .store(Arc::new(Directory::new(endpoints, relations)));
@@ -500,13 +529,13 @@ mod tests {
     #[test]
     fn filter_errors_log_once_a_minute_per_webhook_across_reloads() {
         let times = FilterLogTimes::default();
-        let routing = LiveRouting::new(Matcher::new(), times.clone());
+        let routing = LiveRouting::new(Matcher::new(), times.clone(), None);
         let t0 = Instant::now();
         assert!(routing.log_due("a", t0));
         assert!(!routing.log_due("a", t0 + Duration::from_secs(59)));
         assert!(routing.log_due("b", t0 + Duration::from_secs(1)));
         // A reload builds a new routing that shares the times.
-        let reloaded = LiveRouting::new(Matcher::new(), times);
+        let reloaded = LiveRouting::new(Matcher::new(), times, None);
         assert!(!reloaded.log_due("a", t0 + Duration::from_secs(30)));
         assert!(reloaded.log_due("a", t0 + Duration::from_secs(60)));
     }

@@ -319,6 +319,18 @@ async fn route_loop(
             }
             let routing = catalog.routing.load_full();
             match router.route_page(routing).await {
+                Ok(Some(page)) if page.stale_config => {
+                    // A webhook or relation changed and these events were committed after it:
+                    // route them by the new configuration.
+                    if let Err(e) = catalog.reload(&pool).await {
+                        tracing::warn!(error = %e, "reloading webhooks failed; retrying");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        }
+                    }
+                    wakeups.deliveries.notify_one();
+                }
                 Ok(Some(page)) => {
                     failures = 0;
                     if page.created > 0 || page.coalesced > 0 {
