@@ -95,21 +95,6 @@ async fn connect(url: &str) -> anyhow::Result<Client> {
     Ok(client)
 }
 
-fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[scheme_end..].find('/') {
-        Some(slash) => &base[..scheme_end + slash],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{base}/{db}?{q}"),
-        None => format!("{base}/{db}"),
-    }
-}
-
 impl Bench<'_> {
     /// A fresh migrated database with one webhook to the receiver.
     async fn fresh_db(&self, name: &str) -> anyhow::Result<String> {
@@ -120,7 +105,7 @@ impl Bench<'_> {
         admin
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await?;
-        let url = with_database(&self.admin, name);
+        let url = outbox_core::db::with_database(&self.admin, name);
         let mut client = connect(&url).await?;
         outbox_core::migrate(&mut client)
             .await

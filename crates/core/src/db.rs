@@ -131,6 +131,26 @@ pub fn is_connection_error(e: &tokio_postgres::Error) -> bool {
     }
 }
 
+/// `url` (a `postgres://` URL or a key=value connection string) with its database replaced.
+pub fn with_database(url: &str, database: &str) -> String {
+    if !url.contains("://") {
+        return format!("{url} dbname={database}");
+    }
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let base = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{database}?{q}"),
+        None => format!("{base}/{database}"),
+    }
+}
+
 /// The URL with any password replaced by `***`, for messages.
 pub fn redact_url(url: &str) -> String {
     if let Some(scheme_end) = url.find("://") {
@@ -166,6 +186,24 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::redact_url;
+
+    #[test]
+    fn database_names_are_replaced() {
+        use super::with_database;
+        assert_eq!(
+            with_database("postgres://u@h:5432/postgres", "x"),
+            "postgres://u@h:5432/x"
+        );
+        assert_eq!(with_database("postgres://u@h", "x"), "postgres://u@h/x");
+        assert_eq!(
+            with_database("postgres://u@h/db?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
+        assert_eq!(
+            with_database("host=h user=u", "x"),
+            "host=h user=u dbname=x"
+        );
+    }
 
     #[test]
     fn passwords_are_redacted() {

@@ -69,7 +69,7 @@ impl DemoDb {
                             outbox_core::db::describe(&e)
                         ))
                     })?;
-                let url = with_database(&admin_url, &name);
+                let url = outbox_core::db::with_database(&admin_url, &name);
                 Ok(DemoDb::Throwaway {
                     admin_url,
                     name,
@@ -137,26 +137,6 @@ impl DemoDb {
                 }
             }
         }
-    }
-}
-
-/// `url` with its database name replaced (URL or key=value form).
-fn with_database(url: &str, database: &str) -> String {
-    if !url.contains("://") {
-        return format!("{url} dbname={database}");
-    }
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let base = match base[scheme_end..].find('/') {
-        Some(slash) => &base[..scheme_end + slash],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{base}/{database}?{q}"),
-        None => format!("{base}/{database}"),
     }
 }
 
