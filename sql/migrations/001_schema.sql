@@ -7,9 +7,11 @@
 -- (finished deliveries), outbox.router (the routing cursor).
 
 CREATE TABLE outbox.events (
-    -- Each producer session takes ids 64 at a time, so concurrent producers do not contend on the
-    -- sequence; ids are unique but not in commit order (routing never relies on their order).
-    id          bigint GENERATED ALWAYS AS IDENTITY (CACHE 64) PRIMARY KEY,
+    -- Ids follow insertion order across sessions (no per-session sequence cache): per-record order
+    -- relies on it, since two transactions changing one record insert their events one after the
+    -- other (the second waits for the first's row lock), while their transaction ids need not be in
+    -- that order.
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     -- The producer's transaction id. The router hands out events by transaction snapshot windows, so
     -- an event is routed exactly once, after its transaction committed, without ever updating the row.
     -- Leave it to its default.
