@@ -182,14 +182,19 @@ impl Router {
                     ],
                 )
                 .await?;
+            let names: HashMap<i64, &Arc<str>> = plan
+                .rows
+                .iter()
+                .map(|r| (r.target.webhook_id, &r.target.webhook))
+                .collect();
             for row in result {
                 let webhook_id: i64 = row.try_get(0)?;
                 if row.try_get::<_, bool>(1)? {
                     outcome.created += 1;
-                    if let Some(r) = plan.rows.iter().find(|r| r.target.webhook_id == webhook_id) {
+                    if let Some(name) = names.get(&webhook_id) {
                         created_by_webhook
                             .entry(webhook_id)
-                            .or_insert_with(|| (r.target.webhook.clone(), 0))
+                            .or_insert_with(|| ((*name).clone(), 0))
                             .1 += 1;
                     }
                 } else {

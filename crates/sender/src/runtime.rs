@@ -536,7 +536,7 @@ impl Sender {
                 ],
             )
             .await?;
-        let applied: Vec<i64> = changed.iter().map(|r| r.get(0)).collect();
+        let applied: std::collections::HashSet<i64> = changed.iter().map(|r| r.get(0)).collect();
         // Records of ordered webhooks whose delivery finished: their next one may go. A statement
         // of its own, so it sees what a concurrent routing transaction parked (release_next.sql).
         let finished_ordered: Vec<&tokio_postgres::Row> =
