@@ -16,6 +16,11 @@ use crate::procs::{
 };
 use crate::receiver::now_us;
 
+/// Events `$1..=$2` in one statement; `entity_id` is the sequence number the receiver reports.
+const INSERT_RANGE: &str = "INSERT INTO outbox.events (event_type, entity, entity_id, data)
+    SELECT 'bench.created', 'bench', s::text, jsonb_build_object('seq', s, 'note', 'benchmark event')
+    FROM generate_series($1::bigint, $2::bigint) s";
+
 struct Row {
     what: String,
     target: String,
@@ -194,20 +199,16 @@ impl Bench<'_> {
             let client = connect(url).await?;
             let next = next.clone();
             tasks.push(tokio::spawn(async move {
-                let insert = client
-                    .prepare(
-                        "INSERT INTO outbox.events (event_type, entity, entity_id, data)
-                         SELECT 'bench.created', 'bench', s::text, jsonb_build_object('seq', s, 'note', 'benchmark event')
-                         FROM generate_series($1::bigint, $2::bigint) s",
-                    )
-                    .await?;
+                let insert = client.prepare(INSERT_RANGE).await?;
                 loop {
                     let start = next.fetch_add(batch, Ordering::Relaxed);
                     if start >= n {
                         return Ok::<_, anyhow::Error>(());
                     }
                     let end = (start + batch).min(n) - 1;
-                    client.execute(&insert, &[&(start as i64), &(end as i64)]).await?;
+                    client
+                        .execute(&insert, &[&(start as i64), &(end as i64)])
+                        .await?;
                 }
             }));
         }
@@ -416,12 +417,7 @@ impl Bench<'_> {
             while start < size {
                 let end = (start + chunk).min(size) - 1;
                 client
-                    .execute(
-                        "INSERT INTO outbox.events (event_type, entity, entity_id, data)
-                         SELECT 'bench.created', 'bench', s::text, jsonb_build_object('seq', s, 'note', 'benchmark event')
-                         FROM generate_series($1::bigint, $2::bigint) s",
-                        &[&(start as i64), &(end as i64)],
-                    )
+                    .execute(INSERT_RANGE, &[&(start as i64), &(end as i64)])
                     .await?;
                 start = end + 1;
             }
@@ -585,13 +581,7 @@ impl Bench<'_> {
             let client = connect(&url).await?;
             let next = next.clone();
             tasks.push(tokio::spawn(async move {
-                let insert = client
-                    .prepare(
-                        "INSERT INTO outbox.events (event_type, entity, entity_id, data)
-                         SELECT 'bench.created', 'bench', s::text, jsonb_build_object('seq', s, 'note', 'benchmark event')
-                         FROM generate_series($1::bigint, $2::bigint) s",
-                    )
-                    .await?;
+                let insert = client.prepare(INSERT_RANGE).await?;
                 loop {
                     let first = next.fetch_add(batch, Ordering::Relaxed);
                     if first >= total {
@@ -600,7 +590,10 @@ impl Bench<'_> {
                     let due = start + Duration::from_secs_f64(first as f64 / rate as f64);
                     tokio::time::sleep_until(due).await;
                     client
-                        .execute(&insert, &[&(first as i64), &((first + batch).min(total) as i64 - 1)])
+                        .execute(
+                            &insert,
+                            &[&(first as i64), &((first + batch).min(total) as i64 - 1)],
+                        )
                         .await?;
                 }
             }));
