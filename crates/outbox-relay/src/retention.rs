@@ -95,7 +95,7 @@ async fn locked_batch(
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     tx.batch_execute(
-        "SET LOCAL synchronous_commit = off; SET LOCAL lock_timeout = '2s'; \
+        "SET LOCAL lock_timeout = '2s'; \
          SET LOCAL statement_timeout = '60s'",
     )
     .await?;
