@@ -1,3 +1,3 @@
 -- Ask producers to NOTIFY (the router ran dry and will sleep) or not to (it is busy and polls by
--- itself). $1 wanted
-UPDATE outbox.router SET notify_wanted = $1 WHERE id = 1
+-- itself). Takes effect at once, whatever becomes of the calling transaction. $1 wanted
+SELECT setval('outbox.notify_wanted', CASE WHEN $1::boolean THEN 1 ELSE 0 END, true)

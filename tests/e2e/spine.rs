@@ -466,3 +466,217 @@ async fn the_listener_survives_losing_its_connection() {
     relay.stop().await;
     assert_eq!(receiver.count(), 3);
 }
+
+/// A connection whose notifications are collected. Postgres hands a session the notifications of
+/// its own transactions before it reports the statement done, so `pending()` after a statement
+/// shows exactly what that statement's commit sent.
+struct Listening {
+    client: tokio_postgres::Client,
+    received: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+impl Listening {
+    async fn new(db: &TestDb, channel: &str) -> Listening {
+        let (client, mut connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let (tx, received) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(Ok(message)) =
+                std::future::poll_fn(|cx| connection.poll_message(cx)).await
+            {
+                if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                    let _ = tx.send(n.channel().to_string());
+                }
+            }
+        });
+        client
+            .batch_execute(&format!("LISTEN {channel}"))
+            .await
+            .unwrap();
+        Listening { client, received }
+    }
+
+    fn pending(&mut self) -> Vec<String> {
+        std::iter::from_fn(|| self.received.try_recv().ok()).collect()
+    }
+}
+
+#[tokio::test]
+async fn producers_notify_only_while_the_router_asks_for_it() {
+    let db = TestDb::new().await;
+    let mut session = Listening::new(&db, "outbox_events").await;
+    session
+        .client
+        .batch_execute(
+            "CREATE TABLE orders (id int PRIMARY KEY, status text);
+             CREATE TRIGGER orders_outbox AFTER INSERT OR UPDATE OR DELETE ON orders
+                 FOR EACH ROW EXECUTE FUNCTION outbox.capture('order');",
+        )
+        .await
+        .unwrap();
+    // Each statement commits events of its own: n is the order id it starts from.
+    let producers = |n: i32| {
+        [
+            format!("INSERT INTO orders VALUES ({n}, 'new')"),
+            format!("UPDATE orders SET status = 'paid' WHERE id = {n}"),
+            format!("SELECT outbox.emit('order.note', 'order', '{n}')"),
+            format!(
+                "INSERT INTO outbox.events (event_type, entity, entity_id) VALUES ('order.note', 'order', '{n}')"
+            ),
+            format!(
+                "BEGIN; INSERT INTO orders VALUES ({}, 'new'), ({}, 'new'); DELETE FROM orders WHERE id = {n}; COMMIT",
+                n + 1,
+                n + 2
+            ),
+        ]
+    };
+
+    // Idle router: every committing producer wakes it, once per transaction.
+    session
+        .client
+        .batch_execute("SELECT setval('outbox.notify_wanted', 1)")
+        .await
+        .unwrap();
+    for sql in producers(1) {
+        session.client.batch_execute(&sql).await.unwrap();
+        assert_eq!(session.pending(), ["outbox_events"], "{sql}");
+    }
+
+    // Busy router: it polls by itself, and producers commit without the NOTIFY lock.
+    session
+        .client
+        .batch_execute("SELECT setval('outbox.notify_wanted', 0)")
+        .await
+        .unwrap();
+    for sql in producers(11) {
+        session.client.batch_execute(&sql).await.unwrap();
+        assert!(session.pending().is_empty(), "{sql}");
+    }
+    // Every statement above emitted (the last one three events): the flag only decides the NOTIFY.
+    let events: i64 = session
+        .client
+        .query_one("SELECT count(*) FROM outbox.events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(events, 2 * 7);
+}
+
+#[tokio::test]
+async fn upgrading_from_schema_1_keeps_events_and_rules() {
+    let db = TestDb::empty().await;
+    let mut client = db.connect().await;
+    let (version, name, sql) = outbox_core::sql::MIGRATIONS[0];
+    assert_eq!(version, 1);
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA outbox;
+             CREATE TABLE outbox.schema_migrations (
+                 version integer PRIMARY KEY, name text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now());
+             {sql}
+             INSERT INTO outbox.schema_migrations (version, name) VALUES (1, '{name}');
+             SELECT outbox.emit('order.created', 'order', '42', '{{\"id\": 42}}', '{{\"shop\": \"nl\"}}');
+             UPDATE outbox.router SET notify_wanted = false;"
+        ))
+        .await
+        .unwrap();
+
+    let applied = outbox_core::migrate(&mut client).await.unwrap();
+    assert_eq!(
+        applied,
+        (2..=outbox_core::SCHEMA_VERSION).collect::<Vec<_>>()
+    );
+
+    let row = client
+        .query_one(
+            "SELECT event_type, entity_id, data, metadata,
+                    pg_sequence_last_value('outbox.notify_wanted')
+             FROM outbox.events",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "order.created");
+    assert_eq!(row.get::<_, String>(1), "42");
+    assert_eq!(row.get::<_, serde_json::Value>(2)["id"], 42);
+    assert_eq!(row.get::<_, serde_json::Value>(3)["shop"], "nl");
+    assert_eq!(
+        row.get::<_, i64>(4),
+        0,
+        "the router's busy flag carries over"
+    );
+    for (sql, rule) in [
+        (
+            "SELECT outbox.emit('', 'order', '1')",
+            "event_type_must_not_be_empty",
+        ),
+        (
+            "SELECT outbox.emit('a', '', '1')",
+            "entity_must_not_be_empty",
+        ),
+        (
+            "SELECT outbox.emit('a', 'b', '1', '[]')",
+            "data_must_be_a_json_object",
+        ),
+        (
+            "SELECT outbox.emit('a', 'b', '1', '{}', '\"x\"')",
+            "metadata_must_be_a_json_object",
+        ),
+        (
+            "INSERT INTO outbox.events (event_type, entity, entity_id, old) VALUES ('a', 'b', 'c', '1')",
+            "old_must_be_a_json_object_or_null",
+        ),
+    ] {
+        let err = client.batch_execute(sql).await.unwrap_err();
+        let message = outbox_core::db::describe(&err);
+        assert!(message.contains(rule), "{sql}: {message}");
+    }
+}
+
+#[tokio::test]
+async fn a_producer_role_needs_only_insert_on_events() {
+    let db = TestDb::new().await;
+    let client = db.connect().await;
+    let role = format!("producer_{}", &db.name[12..]);
+    client
+        .batch_execute(&format!(
+            "CREATE ROLE {role};
+             GRANT USAGE ON SCHEMA outbox TO {role};
+             GRANT INSERT, SELECT (id) ON outbox.events TO {role};
+             CREATE TABLE orders (id int PRIMARY KEY);
+             GRANT INSERT ON orders TO {role};
+             CREATE TRIGGER orders_outbox AFTER INSERT ON orders
+                 FOR EACH ROW EXECUTE FUNCTION outbox.capture('order');"
+        ))
+        .await
+        .unwrap();
+    let mut outcomes = Vec::new();
+    for (n, wanted) in [(1, 1), (2, 0)] {
+        outcomes.push(
+            client
+                .batch_execute(&format!(
+                    "SELECT setval('outbox.notify_wanted', {wanted});
+                     SET ROLE {role};
+                     INSERT INTO orders VALUES ({n});
+                     SELECT outbox.emit('order.note', 'order', '{n}');
+                     RESET ROLE;"
+                ))
+                .await
+                .map_err(|e| outbox_core::db::describe(&e)),
+        );
+        client.batch_execute("RESET ROLE").await.unwrap();
+    }
+    let events: i64 = client
+        .query_one("SELECT count(*) FROM outbox.events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    client
+        .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
+        .await
+        .unwrap();
+    assert_eq!(outcomes, [Ok(()), Ok(())]);
+    assert_eq!(events, 4);
+}

@@ -1,11 +1,18 @@
 //! The SQL of outbox-relay, one copy each, kept as `.sql` files in the repository's `sql/` directory.
 
 /// Numbered migrations: (version, name, SQL). Applied in order by [`crate::migrate`].
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "schema",
-    include_str!("../../../sql/migrations/001_schema.sql"),
-)];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "schema",
+        include_str!("../../../sql/migrations/001_schema.sql"),
+    ),
+    (
+        2,
+        "lean capture",
+        include_str!("../../../sql/migrations/002_lean_capture.sql"),
+    ),
+];
 
 pub const ROUTE_LOCK: &str = include_str!("../../../sql/queries/route_lock.sql");
 pub const ROUTE_PAGE: &str = include_str!("../../../sql/queries/route_page.sql");
