@@ -140,6 +140,46 @@ async fn bad_producer_input_is_rejected_by_the_database() {
         "{}",
         outbox_core::db::describe(&err)
     );
+
+    // Misdeclared capture triggers fail the statement, naming the table and the fix; a BEFORE
+    // trigger in particular must not silently cancel the row change by returning NULL.
+    for (trigger, expected) in [
+        (
+            "AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION outbox.capture()",
+            "outbox.capture on public.t needs the event prefix",
+        ),
+        (
+            "AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION outbox.capture('')",
+            "outbox.capture on public.t needs the event prefix",
+        ),
+        (
+            "BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION outbox.capture('thing', 'code')",
+            "outbox.capture on public.t must be an AFTER ... FOR EACH ROW trigger",
+        ),
+        (
+            "AFTER INSERT ON t FOR EACH STATEMENT EXECUTE FUNCTION outbox.capture('thing', 'code')",
+            "outbox.capture on public.t must be an AFTER ... FOR EACH ROW trigger",
+        ),
+    ] {
+        client
+            .batch_execute(&format!(
+                "DROP TRIGGER t_outbox ON t; CREATE TRIGGER t_outbox {trigger}"
+            ))
+            .await
+            .unwrap();
+        let err = client
+            .batch_execute("INSERT INTO t VALUES ('x')")
+            .await
+            .unwrap_err();
+        let message = outbox_core::db::describe(&err);
+        assert!(message.contains(expected), "{trigger}: {message}");
+    }
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0, "no row change without its event");
 }
 
 #[tokio::test]
