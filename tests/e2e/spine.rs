@@ -647,6 +647,16 @@ async fn upgrading_from_schema_1_keeps_events_and_rules() {
         0,
         "the router's busy flag carries over"
     );
+    // Producers' prepared statements keep working: the columns are still plain text and jsonb,
+    // so one parameter may feed a column and an expression of another type.
+    client
+        .execute(
+            "INSERT INTO outbox.events (event_type, entity, entity_id, data)
+             VALUES ($1, 'order', $2, jsonb_build_object('id', $2::text))",
+            &[&"order.created", &"43"],
+        )
+        .await
+        .unwrap();
     for (sql, rule) in [
         (
             "SELECT outbox.emit('', 'order', '1')",

@@ -64,8 +64,11 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', default_value = "10000,1000000")]
     pub backlogs: Vec<u64>,
     /// Duration of each pgbench run, in seconds.
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, default_value_t = 12)]
     pub pgbench_seconds: u64,
+    /// Rounds of the producer comparison (each runs every variant once).
+    #[arg(long, default_value_t = 5)]
+    pub pgbench_rounds: usize,
     /// Offered rate (events/s) of the soak run.
     #[arg(long, default_value_t = 5000)]
     pub soak_rate: u64,
@@ -107,6 +110,7 @@ fn main() {
         args.latency_seconds = 2;
         args.backlogs = vec![2000];
         args.pgbench_seconds = 2;
+        args.pgbench_rounds = 1;
         args.soak_seconds = 4;
         args.soak_rate = 500;
     }
