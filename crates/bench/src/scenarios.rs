@@ -515,9 +515,8 @@ impl Bench<'_> {
         }
         // A second instrument, immune to the machine's speed changing between runs: the share of
         // all CPU samples (Postgres, pgbench, kernel) taken inside the capture trigger, during one
-        // more run of the busy-relay variant. That share is what removing the trigger would give
-        // back to a CPU-bound machine.
-        // (variant, its share), for the busy-relay and the notify-off variants.
+        // more run each of the busy-relay and the notify-off variants. That share is what removing
+        // the trigger would give back to a CPU-bound machine. Keyed by variant.
         let mut shares = HashMap::new();
         for i in [1, 3] {
             let share = if self.args.smoke {
