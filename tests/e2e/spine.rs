@@ -107,9 +107,7 @@ async fn bad_producer_input_is_rejected_by_the_database() {
             "entity_id_must_not_be_empty",
         ),
     ] {
-        let err = client.batch_execute(sql).await.unwrap_err();
-        let message = outbox_core::db::describe(&err);
-        assert!(message.contains(expected), "{sql}: {message}");
+        assert_rejected(&client, sql, expected).await;
     }
     let id: i64 = client
         .query_one(
@@ -131,15 +129,12 @@ async fn bad_producer_input_is_rejected_by_the_database() {
         .batch_execute("CREATE TABLE t (code text); CREATE TRIGGER t_outbox AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION outbox.capture('thing');")
         .await
         .unwrap();
-    let err = client
-        .batch_execute("INSERT INTO t VALUES ('x')")
-        .await
-        .unwrap_err();
-    assert!(
-        outbox_core::db::describe(&err).contains("column \"id\" is missing or NULL"),
-        "{}",
-        outbox_core::db::describe(&err)
-    );
+    assert_rejected(
+        &client,
+        "INSERT INTO t VALUES ('x')",
+        "column \"id\" is missing or NULL",
+    )
+    .await;
 
     // Misdeclared capture triggers fail the statement, naming the table and the fix; a BEFORE
     // trigger in particular must not silently cancel the row change by returning NULL.
@@ -167,12 +162,7 @@ async fn bad_producer_input_is_rejected_by_the_database() {
             ))
             .await
             .unwrap();
-        let err = client
-            .batch_execute("INSERT INTO t VALUES ('x')")
-            .await
-            .unwrap_err();
-        let message = outbox_core::db::describe(&err);
-        assert!(message.contains(expected), "{trigger}: {message}");
+        assert_rejected(&client, "INSERT INTO t VALUES ('x')", expected).await;
     }
     let rows: i64 = client
         .query_one("SELECT count(*) FROM t", &[])
@@ -679,10 +669,18 @@ async fn upgrading_from_schema_1_keeps_events_and_rules() {
             "old_must_be_a_json_object_or_null",
         ),
     ] {
-        let err = client.batch_execute(sql).await.unwrap_err();
-        let message = outbox_core::db::describe(&err);
-        assert!(message.contains(rule), "{sql}: {message}");
+        assert_rejected(&client, sql, rule).await;
     }
+}
+
+/// Runs `sql`, which must fail with a message containing `expected`.
+async fn assert_rejected(client: &tokio_postgres::Client, sql: &str, expected: &str) {
+    let err = client
+        .batch_execute(sql)
+        .await
+        .expect_err(&format!("{sql} must fail"));
+    let message = outbox_core::db::describe(&err);
+    assert!(message.contains(expected), "{sql}: {message}");
 }
 
 #[tokio::test]
