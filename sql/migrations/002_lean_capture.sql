@@ -29,17 +29,29 @@ GRANT SELECT ON SEQUENCE outbox.notify_wanted TO PUBLIC;
 -- At most one NOTIFY per statement (Postgres folds duplicates within a transaction), never per
 -- row, and only while the router asks for it: a transaction that NOTIFYs takes a database-wide
 -- lock at commit, so committing producers would queue behind each other.
-DROP TRIGGER events_notify ON outbox.events;
 CREATE OR REPLACE FUNCTION outbox.notify_events() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_notify('outbox_events', '');
     RETURN NULL;
 END
 $$;
-CREATE TRIGGER events_notify AFTER INSERT ON outbox.events
-    FOR EACH STATEMENT
-    WHEN (pg_sequence_last_value('outbox.notify_wanted') = 1)
-    EXECUTE FUNCTION outbox.notify_events();
+-- Replaced in place, switched off again if a relay running with notify = off had switched it off.
+DO $$
+DECLARE
+    was_off boolean;
+BEGIN
+    SELECT tgenabled = 'D' INTO was_off FROM pg_trigger
+    WHERE tgrelid = 'outbox.events'::regclass AND tgname = 'events_notify';
+    DROP TRIGGER events_notify ON outbox.events;
+    CREATE TRIGGER events_notify AFTER INSERT ON outbox.events
+        FOR EACH STATEMENT
+        WHEN (pg_sequence_last_value('outbox.notify_wanted') = 1)
+        EXECUTE FUNCTION outbox.notify_events();
+    IF was_off THEN
+        ALTER TABLE outbox.events DISABLE TRIGGER events_notify;
+    END IF;
+END
+$$;
 
 -- FOR EACH ROW EXECUTE FUNCTION outbox.capture('order' [, 'order_no'])
 -- Every simple expression of a PL/pgSQL function is compiled again in each transaction that calls

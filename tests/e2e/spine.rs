@@ -608,7 +608,8 @@ async fn upgrading_from_schema_1_keeps_events_and_rules() {
              {sql}
              INSERT INTO outbox.schema_migrations (version, name) VALUES (1, '{name}');
              SELECT outbox.emit('order.created', 'order', '42', '{{\"id\": 42}}', '{{\"shop\": \"nl\"}}');
-             UPDATE outbox.router SET notify_wanted = false;"
+             UPDATE outbox.router SET notify_wanted = false;
+             ALTER TABLE outbox.events DISABLE TRIGGER events_notify;"
         ))
         .await
         .unwrap();
@@ -622,7 +623,9 @@ async fn upgrading_from_schema_1_keeps_events_and_rules() {
     let row = client
         .query_one(
             "SELECT event_type, entity_id, data, metadata,
-                    pg_sequence_last_value('outbox.notify_wanted')
+                    pg_sequence_last_value('outbox.notify_wanted'),
+                    (SELECT tgenabled::text FROM pg_trigger
+                     WHERE tgrelid = 'outbox.events'::regclass AND tgname = 'events_notify')
              FROM outbox.events",
             &[],
         )
@@ -636,6 +639,11 @@ async fn upgrading_from_schema_1_keeps_events_and_rules() {
         row.get::<_, i64>(4),
         0,
         "the router's busy flag carries over"
+    );
+    assert_eq!(
+        row.get::<_, String>(5),
+        "D",
+        "notify = off (the NOTIFY trigger switched off) carries over"
     );
     // Producers' prepared statements keep working: the columns are still plain text and jsonb,
     // so one parameter may feed a column and an expression of another type.

@@ -564,15 +564,14 @@ impl Bench<'_> {
             let share = &shares[&i];
             Row {
                 what: "  same, by CPU samples inside the trigger (perf)".into(),
-                target: "≤ 10% of CPU".into(),
+                // Not the target's measure: the throughput cost also holds what the trigger
+                // costs outside its own code (more WAL to write and flush, caches).
+                target: "(reported)".into(),
                 measured: match share {
                     Ok(share) => format!("{share:.1}% of all CPU samples"),
                     Err(why) => format!("not measured: {why}"),
                 },
-                verdict: match share {
-                    Ok(share) => verdict(*share <= 10.0),
-                    Err(_) => "-",
-                },
+                verdict: "-",
             }
         };
         self.rows.push(share_row(1));
