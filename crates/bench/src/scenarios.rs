@@ -34,6 +34,8 @@ struct Bench<'a> {
     relay_bin: PathBuf,
     receiver: Receiver,
     rows: Vec<Row>,
+    /// Databases this run created, dropped when it ends.
+    databases: std::sync::Mutex<Vec<String>>,
 }
 
 pub async fn run_all(args: &Args) -> anyhow::Result<()> {
@@ -55,21 +57,13 @@ pub async fn run_all(args: &Args) -> anyhow::Result<()> {
         receiver: Receiver::start()?,
         admin,
         rows: Vec::new(),
+        databases: Default::default(),
     };
     print_machine(&bench.admin).await;
-    for scenario in &args.scenarios {
-        match scenario.as_str() {
-            "throughput" => bench.throughput().await?,
-            "latency" => bench.latency().await?,
-            "backlog" => bench.backlog().await?,
-            "producer" => bench.producer().await?,
-            "scaleout" => bench.scaleout().await?,
-            "soak" => bench.soak().await?,
-            other => bail!(
-                "unknown scenario {other:?}; use throughput, latency, backlog, producer, scaleout, soak"
-            ),
-        }
-    }
+    let result = bench.run_scenarios().await;
+    // Failed or not, leave the server as it was found (a backlog run leaves gigabytes).
+    bench.drop_databases().await;
+    result?;
     bench.report();
     drop(cluster);
     Ok(())
@@ -102,6 +96,39 @@ async fn connect(url: &str) -> anyhow::Result<Client> {
 
 impl Bench<'_> {
     /// A fresh migrated database with one webhook to the receiver.
+    async fn run_scenarios(&mut self) -> anyhow::Result<()> {
+        for scenario in &self.args.scenarios {
+            match scenario.as_str() {
+                "throughput" => self.throughput().await?,
+                "latency" => self.latency().await?,
+                "backlog" => self.backlog().await?,
+                "producer" => self.producer().await?,
+                "scaleout" => self.scaleout().await?,
+                "soak" => self.soak().await?,
+                other => bail!(
+                    "unknown scenario {other:?}; use throughput, latency, backlog, producer, scaleout, soak"
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    async fn drop_databases(&self) {
+        let names = std::mem::take(&mut *self.databases.lock().unwrap_or_else(|e| e.into_inner()));
+        let Ok(admin) = connect(&self.admin).await else {
+            eprintln!("could not connect to drop the benchmark's databases: {names:?}");
+            return;
+        };
+        for name in names {
+            if let Err(e) = admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await
+            {
+                eprintln!("could not drop database {name}: {e}");
+            }
+        }
+    }
+
     async fn fresh_db(&self, name: &str) -> anyhow::Result<String> {
         let admin = connect(&self.admin).await?;
         admin
@@ -110,6 +137,12 @@ impl Bench<'_> {
         admin
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await?;
+        {
+            let mut databases = self.databases.lock().unwrap_or_else(|e| e.into_inner());
+            if !databases.iter().any(|d| d == name) {
+                databases.push(name.to_string());
+            }
+        }
         let url = outbox_core::db::with_database(&self.admin, name);
         let mut client = connect(&url).await?;
         outbox_core::migrate(&mut client)
