@@ -790,6 +790,13 @@ fn producer_setup(i: usize) -> String {
 /// sample the whole machine, and Postgres on this machine with symbols.
 fn trigger_cpu_share(pgbench: &Path, url: &str, seconds: u64) -> Result<f64, String> {
     use std::process::Stdio;
+    // Without perf there is no point in running the load.
+    Command::new("perf")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| format!("no perf here ({e})"))?;
     let data = std::env::temp_dir().join(format!("outbox-bench-{}.perf", std::process::id()));
     let mut load = Command::new(pgbench)
         .args(PGBENCH_LOAD)
