@@ -692,7 +692,7 @@ async fn assert_rejected(client: &tokio_postgres::Client, sql: &str, expected: &
 }
 
 #[tokio::test]
-async fn a_producer_role_needs_only_insert_on_events() {
+async fn a_producer_role_needs_only_insert_and_the_id_column_on_events() {
     let db = TestDb::new().await;
     let client = db.connect().await;
     let role = format!("producer_{}", &db.name[12..]);
