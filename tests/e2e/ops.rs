@@ -819,6 +819,12 @@ async fn relay_settings_come_from_the_file_and_outbox_variables_and_typos_are_re
         "relay.toml",
         "listen = \"127.0.0.1:0\"\nlog_format = \"json\"\nconcurrency = 8\nretention = \"30d\"\n",
     );
+    // As a relay with notify = on would leave it when it went idle.
+    db.connect()
+        .await
+        .batch_execute("SELECT setval('outbox.notify_wanted', 1)")
+        .await
+        .unwrap();
     let mut relay = run(
         &["--config", file.to_str().unwrap()],
         &[("OUTBOX_NOTIFY", "off"), ("OUTBOX_POLL_INTERVAL", "50ms")],
@@ -840,5 +846,31 @@ async fn relay_settings_come_from_the_file_and_outbox_variables_and_typos_are_re
         .unwrap()
         .get(0);
     assert!(!enabled);
+    // ... and cleared the flag that capture() reads, and the router, running dry, does not ask for
+    // notifications again.
+    let id: i64 = client
+        .query_one("SELECT outbox.emit('a.b', 'a', '1')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    wait_until(SOON, "the router to pass the event", || async {
+        let routed: bool = client
+            .query_one(
+                "SELECT pg_visible_in_snapshot(e.txid, r.prev_snapshot)
+                 FROM outbox.events e, outbox.router r WHERE e.id = $1 AND r.id = 1",
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        routed.then_some(())
+    })
+    .await;
+    let flag: i64 = client
+        .query_one("SELECT pg_sequence_last_value('outbox.notify_wanted')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(flag, 0, "notify = off: producers are never asked to NOTIFY");
     assert_eq!(relay.terminate().await, Some(0));
 }

@@ -53,6 +53,8 @@ pub struct PageOutcome {
 pub struct Router {
     pool: Pool,
     page_size: i64,
+    /// Whether to ask producers to NOTIFY while this router is idle (`notify = on`).
+    producer_notify: bool,
     last_notify: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
@@ -64,8 +66,16 @@ impl Router {
         Router {
             pool,
             page_size: page_size.max(1) as i64,
+            producer_notify: true,
             last_notify: std::sync::Mutex::new(None),
         }
+    }
+
+    /// With `false` (`notify = off`), the router never asks producers to NOTIFY: the relay then
+    /// finds new events by polling alone.
+    pub fn with_producer_notify(mut self, on: bool) -> Router {
+        self.producer_notify = on;
+        self
     }
 
     /// Whether to NOTIFY other relays about new deliveries now (at most every 100 ms).
@@ -215,8 +225,8 @@ impl Router {
             tx.execute(&save, &[txid, id]).await?;
         }
         // Busy (this page had events): producers need not NOTIFY, the caller polls. Dry: ask for
-        // notifications again before going to sleep.
-        let want = rows.is_empty();
+        // notifications again before going to sleep (unless notify = off: then never).
+        let want = rows.is_empty() && self.producer_notify;
         if want != notify_wanted {
             let flag = tx.prepare_cached(sql::ROUTE_NOTIFY).await?;
             tx.execute(&flag, &[&want]).await?;

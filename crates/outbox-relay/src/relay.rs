@@ -105,7 +105,8 @@ impl Relay {
                 shutdown.clone(),
             )),
             tokio::spawn(route_loop(
-                Router::new(pool.clone(), settings.claim_batch),
+                Router::new(pool.clone(), settings.claim_batch)
+                    .with_producer_notify(settings.notify),
                 catalog.clone(),
                 pool.clone(),
                 wakeups.clone(),
@@ -193,8 +194,14 @@ fn pool_size(settings: &Settings) -> usize {
     (8 + settings.concurrency / 64).min(32)
 }
 
-/// Switches the NOTIFY trigger on `outbox.events` on or off, if it is not already.
+/// Switches producers' NOTIFY on or off: the trigger on `outbox.events` (for direct inserts and
+/// `emit`), and, when off, the flag that `capture` reads (the router never sets it again).
 async fn set_notify(client: &tokio_postgres::Client, on: bool) -> Result<(), Failure> {
+    if !on {
+        client
+            .batch_execute("SELECT setval('outbox.notify_wanted', 0)")
+            .await?;
+    }
     let enabled: bool = client
         .query_one(
             "SELECT tgenabled <> 'D' FROM pg_trigger
