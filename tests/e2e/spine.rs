@@ -135,6 +135,16 @@ async fn bad_producer_input_is_rejected_by_the_database() {
         "column \"id\" is missing or NULL",
     )
     .await;
+    client
+        .batch_execute("DROP TRIGGER t_outbox ON t; CREATE TRIGGER t_outbox AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION outbox.capture('thing', 'code');")
+        .await
+        .unwrap();
+    assert_rejected(
+        &client,
+        "INSERT INTO t VALUES ('')",
+        "outbox.capture('thing') on public.t: column \"code\" is empty",
+    )
+    .await;
 
     // Misdeclared capture triggers fail the statement, naming the table and the fix; a BEFORE
     // trigger in particular must not silently cancel the row change by returning NULL.
@@ -681,6 +691,98 @@ async fn upgrading_from_schema_1_keeps_events_and_rules() {
     }
 }
 
+#[tokio::test]
+async fn upgrading_from_schema_2_lets_producers_go_on_capturing_in_order() {
+    let db = TestDb::empty().await;
+    let mut client = db.connect().await;
+    let role = format!("producer_{}", &db.name[12..]);
+    let mut setup = "CREATE SCHEMA outbox;
+         CREATE TABLE outbox.schema_migrations (
+             version integer PRIMARY KEY, name text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now());"
+        .to_string();
+    for (version, name, sql) in &outbox_core::sql::MIGRATIONS[..2] {
+        setup += &format!(
+            "{sql}; INSERT INTO outbox.schema_migrations (version, name) VALUES ({version}, '{name}');"
+        );
+    }
+    client
+        .batch_execute(&format!(
+            "{setup}
+             CREATE ROLE {role};
+             GRANT USAGE ON SCHEMA outbox TO {role};
+             GRANT INSERT, SELECT (id) ON outbox.events TO {role};
+             CREATE TABLE orders (id int PRIMARY KEY, status text);
+             GRANT INSERT, UPDATE, SELECT ON orders TO {role};
+             CREATE TRIGGER orders_outbox AFTER INSERT OR UPDATE ON orders
+                 FOR EACH ROW EXECUTE FUNCTION outbox.capture('order');
+             INSERT INTO orders VALUES (1, 'new');"
+        ))
+        .await
+        .unwrap();
+
+    let applied = outbox_core::migrate(&mut client).await.unwrap();
+    assert_eq!(
+        applied,
+        (3..=outbox_core::SCHEMA_VERSION).collect::<Vec<_>>()
+    );
+
+    // The role that could insert events can still capture them, and emit between captures.
+    let produced = client
+        .batch_execute(&format!(
+            "SET ROLE {role};
+             UPDATE orders SET status = 'paid' WHERE id = 1;
+             SELECT outbox.emit('order.note', 'order', '1');
+             UPDATE orders SET status = 'shipped' WHERE id = 1;
+             RESET ROLE;"
+        ))
+        .await
+        .map_err(|e| outbox_core::db::describe(&e));
+    client.batch_execute("RESET ROLE").await.unwrap();
+    let events: Vec<(String, Option<String>)> = client
+        .query(
+            "SELECT event_type, data ->> 'status' FROM outbox.events ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let captured: i64 = client
+        .query_one("SELECT count(*) FROM ONLY outbox.captured_events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    client
+        .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
+        .await
+        .unwrap();
+    assert_eq!(produced, Ok(()));
+    let status = |s: &str| Some(s.to_string());
+    assert_eq!(
+        events,
+        [
+            ("order.created".into(), status("new")),
+            ("order.updated".into(), status("paid")),
+            ("order.note".into(), None),
+            ("order.updated".into(), status("shipped")),
+        ],
+        "one id sequence for both tables: events read back in insertion order"
+    );
+    assert_eq!(
+        captured, 2,
+        "captured after the upgrade: into outbox.captured_events"
+    );
+    // What capture() now guarantees itself is still checked for every other insert.
+    assert_rejected(
+        &client,
+        "INSERT INTO outbox.events (event_type, entity, entity_id) VALUES ('a', 'b', '')",
+        "entity_id_must_not_be_empty",
+    )
+    .await;
+}
+
 /// Runs `sql`, which must fail with a message containing `expected`.
 async fn assert_rejected(client: &tokio_postgres::Client, sql: &str, expected: &str) {
     let err = client
@@ -692,7 +794,7 @@ async fn assert_rejected(client: &tokio_postgres::Client, sql: &str, expected: &
 }
 
 #[tokio::test]
-async fn a_producer_role_needs_only_insert_and_the_id_column_on_events() {
+async fn a_producer_role_needs_insert_on_events_and_captured_events_and_the_id_column() {
     let db = TestDb::new().await;
     let client = db.connect().await;
     let role = format!("producer_{}", &db.name[12..]);
@@ -701,6 +803,7 @@ async fn a_producer_role_needs_only_insert_and_the_id_column_on_events() {
             "CREATE ROLE {role};
              GRANT USAGE ON SCHEMA outbox TO {role};
              GRANT INSERT, SELECT (id) ON outbox.events TO {role};
+             GRANT INSERT ON outbox.captured_events TO {role};
              CREATE TABLE orders (id int PRIMARY KEY);
              GRANT INSERT ON orders TO {role};
              CREATE TRIGGER orders_outbox AFTER INSERT ON orders

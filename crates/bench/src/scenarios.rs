@@ -867,7 +867,7 @@ async fn table_stats(client: &Client) -> anyhow::Result<String> {
         .query(
             "SELECT relname, n_live_tup, n_dead_tup, pg_size_pretty(pg_total_relation_size(relid))
              FROM pg_stat_user_tables WHERE schemaname = 'outbox'
-               AND relname IN ('events', 'deliveries', 'deliveries_done', 'attempts')
+               AND relname IN ('events', 'captured_events', 'deliveries', 'deliveries_done', 'attempts')
              ORDER BY relname",
             &[],
         )

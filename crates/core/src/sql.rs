@@ -12,6 +12,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "lean capture",
         include_str!("../../../sql/migrations/002_lean_capture.sql"),
     ),
+    (
+        3,
+        "captured events",
+        include_str!("../../../sql/migrations/003_captured_events.sql"),
+    ),
 ];
 
 pub const ROUTE_LOCK: &str = include_str!("../../../sql/queries/route_lock.sql");
