@@ -6,7 +6,7 @@
 --   table's current size (NULL before the first ANALYZE);
 -- - oldest_delivery_age: the lowest-id pending delivery (ids grow with creation; retried deliveries keep
 --   theirs), read from the primary key;
--- - oldest_unrouted_age: the first committed event after the routing cursor (events_by_txid), so a
+-- - oldest_unrouted_age: the first committed event after the routing cursor (the (txid, id) indexes), so a
 --   router that stopped or fell behind shows as a growing age even though no delivery is pending.
 -- $1 count cap
 SELECT

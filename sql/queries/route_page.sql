@@ -1,8 +1,9 @@
 -- The next page of a window: events visible in snapshot $5 (cur) but not in snapshot $4 (prev), in
 -- (txid, id) order after the cursor ($1, $2). A window is the xip list of the previous snapshot
 -- (transactions that were still running then) plus the transaction id range [xmax(prev), xmax(cur));
--- both parts are index range scans on events_by_txid, so the cost of a page does not grow with
--- the table, and a long-running transaction elsewhere never makes routing rescan old events.
+-- both parts are index range scans on events_by_txid (merged with captured_events_by_txid of the
+-- child table that capture() writes), so the cost of a page does not grow with the table, and a
+-- long-running transaction elsewhere never makes routing rescan old events.
 -- The last column is the configuration version as of the same snapshot (see outbox.config_version).
 -- $1 cursor txid (text), $2 cursor id, $3 page size, $4 prev snapshot (text), $5 cur snapshot (text)
 SELECT w.id, w.event_type, w.entity, w.entity_id, w.data, w.old, w.metadata, w.created_at, w.txid::text,
