@@ -874,3 +874,37 @@ async fn relay_settings_come_from_the_file_and_outbox_variables_and_typos_are_re
     assert_eq!(flag, 0, "notify = off: producers are never asked to NOTIFY");
     assert_eq!(relay.terminate().await, Some(0));
 }
+
+#[tokio::test]
+async fn the_relay_warns_about_roles_that_may_insert_events_but_not_capture_them() {
+    let db = TestDb::new().await;
+    let client = db.connect().await;
+    let both = format!("both_{}", &db.name[12..]);
+    let events_only = format!("events_only_{}", &db.name[12..]);
+    client
+        .batch_execute(&format!(
+            "CREATE ROLE {both}; CREATE ROLE {events_only};
+             GRANT INSERT ON outbox.events TO {both}, {events_only};
+             GRANT INSERT ON outbox.captured_events TO {both};"
+        ))
+        .await
+        .unwrap();
+    let (mut relay, _) = spawn_relay(&db, &[]).await;
+    let warned: Vec<String> = relay
+        .stderr
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("outbox.captured_events") && l.contains("WARN"))
+        .cloned()
+        .collect();
+    assert_eq!(relay.terminate().await, Some(0));
+    client
+        .batch_execute(&format!(
+            "DROP OWNED BY {both}, {events_only}; DROP ROLE {both}, {events_only}"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(warned[0].contains(&events_only), "{}", warned[0]);
+}

@@ -67,6 +67,7 @@ impl Relay {
             }
         }
         set_notify(&client, settings.notify).await?;
+        warn_capture_privileges(&client).await?;
         let install_id: String = client
             .query_one("SELECT install_id FROM outbox.router WHERE id = 1", &[])
             .await?
@@ -224,6 +225,30 @@ async fn set_notify(client: &tokio_postgres::Client, on: bool) -> Result<(), Fai
             ))
         })?;
         tracing::info!(notify = on, "switched NOTIFY on event inserts");
+    }
+    Ok(())
+}
+
+/// Logs every role that may insert into `outbox.events` but not into `outbox.captured_events`,
+/// where `capture` writes (schema version 3): its statements that fire a capture trigger fail.
+/// The upgrade granted both to the roles of the time; this catches grants made since.
+async fn warn_capture_privileges(client: &tokio_postgres::Client) -> Result<(), Failure> {
+    let rows = client
+        .query(
+            "SELECT r.rolname FROM pg_roles r
+             WHERE r.rolname NOT LIKE 'pg\\_%'
+               AND has_table_privilege(r.oid, 'outbox.events', 'INSERT')
+               AND NOT has_table_privilege(r.oid, 'outbox.captured_events', 'INSERT')
+             ORDER BY 1",
+            &[],
+        )
+        .await?;
+    for row in rows {
+        let role: String = row.get(0);
+        tracing::warn!(
+            role,
+            "role {role} may insert into outbox.events but not into outbox.captured_events, so its statements that fire outbox.capture() triggers fail; GRANT INSERT ON outbox.captured_events TO it"
+        );
     }
     Ok(())
 }
