@@ -72,8 +72,28 @@ active = false
     };
     let e1 = emit("order.created", "1").await; // ok: succeeded
     let e2 = emit("order.created", "2").await; // ok: succeeded; down: dead
-    let e3 = emit("other.thing", "3").await; // no webhook wants it
-    let e4 = emit("stock.changed", "4").await; // paused: stays pending
+    // Two captured events (outbox.captured_events), purged and kept like the others.
+    let capture = |table: &'static str, prefix: &'static str, id: i32| {
+        let client = &client;
+        async move {
+            client
+                .batch_execute(&format!(
+                    "CREATE TABLE {table} (id int PRIMARY KEY);
+                     CREATE TRIGGER {table}_outbox AFTER INSERT ON {table}
+                         FOR EACH ROW EXECUTE FUNCTION outbox.capture('{prefix}');
+                     INSERT INTO {table} VALUES ({id});"
+                ))
+                .await
+                .unwrap();
+            client
+                .query_one("SELECT max(id) FROM ONLY outbox.captured_events", &[])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    let e3 = capture("things", "other", 3).await; // no webhook wants it
+    let e4 = capture("stock", "stock", 4).await; // paused: stays pending
     let e5 = emit("order.created", "5").await; // ok: succeeded, recent
     let e6 = emit("other.thing", "6").await; // no webhook, recent
     let relay = start(&db).await;
