@@ -10,10 +10,20 @@ use crate::Error;
 
 /// Parses a `postgres://` URL (or key=value connection string), naming the URL on error.
 pub fn config(url: &str) -> Result<Config, Error> {
-    let mut config = Config::from_str(url).map_err(|e| Error::DatabaseUrl {
+    let refuse = |reason: String| Error::DatabaseUrl {
         url: redact_url(url),
-        reason: e.to_string(),
-    })?;
+        reason,
+    };
+    // Connections are plain TCP (or a Unix socket): say so instead of failing in the handshake.
+    if let Some(mode) = ["require", "verify-ca", "verify-full"]
+        .into_iter()
+        .find(|mode| url.contains(&format!("sslmode={mode}")))
+    {
+        return Err(refuse(format!(
+            "sslmode={mode} asks for TLS, which outbox-relay does not speak to Postgres yet; use sslmode=disable or prefer, on a private network or through a TLS-terminating proxy"
+        )));
+    }
+    let mut config = Config::from_str(url).map_err(|e| refuse(e.to_string()))?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(10));
     }
@@ -203,6 +213,26 @@ mod tests {
             with_database("host=h user=u", "x"),
             "host=h user=u dbname=x"
         );
+    }
+
+    #[test]
+    fn tls_modes_are_refused_with_the_reason() {
+        for mode in ["require", "verify-ca", "verify-full"] {
+            let url = format!("postgres://relay:s3cret@db/shop?sslmode={mode}");
+            let err = super::config(&url).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("sslmode={mode} asks for TLS")),
+                "{err}"
+            );
+            assert!(!err.contains("s3cret"), "{err}");
+        }
+        let err = super::config("host=db sslmode=require")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sslmode=require asks for TLS"), "{err}");
+        for mode in ["disable", "prefer"] {
+            assert!(super::config(&format!("postgres://db/shop?sslmode={mode}")).is_ok());
+        }
     }
 
     #[test]
