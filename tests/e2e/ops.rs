@@ -908,3 +908,99 @@ async fn the_relay_warns_about_roles_that_may_insert_events_but_not_capture_them
     assert_eq!(warned.len(), 1, "{warned:?}");
     assert!(warned[0].contains(&events_only), "{}", warned[0]);
 }
+
+/// `db.url` with `sslmode` (and more) added.
+fn with_params(url: &str, params: &str) -> String {
+    let glue = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{glue}{params}")
+}
+
+#[tokio::test]
+async fn the_relay_speaks_tls_to_postgres_when_the_url_asks_for_it() {
+    let db = TestDb::new().await;
+    let client = db.connect().await;
+    let server_ssl: String = client.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+    let encrypted = |url: String| async move {
+        let c = outbox_core::db::connect(&url).await?;
+        let row = c
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await?;
+        Ok::<bool, outbox_core::Error>(row.get(0))
+    };
+    assert!(
+        !encrypted(db.url.clone()).await.unwrap(),
+        "no sslmode: plain"
+    );
+    if server_ssl != "on" {
+        // A server without TLS (a private test cluster): require fails and says why; prefer
+        // falls back to plain, as with libpq.
+        let err = encrypted(with_params(&db.url, "sslmode=require"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("TLS"), "{err}");
+        assert!(
+            !encrypted(with_params(&db.url, "sslmode=prefer"))
+                .await
+                .unwrap()
+        );
+        return;
+    }
+    assert!(
+        encrypted(with_params(&db.url, "sslmode=require"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        encrypted(with_params(&db.url, "sslmode=prefer"))
+            .await
+            .unwrap()
+    );
+    // The server's certificate is self-signed: checking it against the system's roots fails.
+    let err = encrypted(with_params(&db.url, "sslmode=verify-full"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("certificate"), "{err}");
+
+    // A whole relay over TLS: every one of its connections (pool and LISTEN) is encrypted, and an
+    // event goes through.
+    let receiver = TestReceiver::start().await;
+    apply(
+        &db,
+        &format!(
+            "[[webhook]]\nname = \"tls\"\nevents = [\"a.*\"]\nurl = \"{}\"\n",
+            receiver.url("/tls")
+        ),
+    )
+    .await;
+    let url = with_params(&db.url, "sslmode=require");
+    let (mut relay, _) = spawn_relay(&db, &[("DATABASE_URL", url.as_str())]).await;
+    client
+        .execute("SELECT outbox.emit('a.b', 'a', '1')", &[])
+        .await
+        .unwrap();
+    receiver.wait_for(1, SOON).await;
+    let connections: Vec<(String, bool)> = client
+        .query(
+            "SELECT a.application_name, s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+             WHERE a.datname = current_database() AND a.application_name LIKE 'outbox-relay%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(relay.terminate().await, Some(0));
+    assert!(
+        connections
+            .iter()
+            .any(|(name, _)| name == "outbox-relay listener"),
+        "{connections:?}"
+    );
+    assert!(connections.iter().all(|(_, ssl)| *ssl), "{connections:?}");
+}

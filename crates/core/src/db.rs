@@ -4,26 +4,38 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config, Socket};
 
 use crate::Error;
+use crate::tls::{self, MakeRustls, RustlsStream};
+
+/// A parsed database URL: its connection settings and the TLS connector for its `sslmode`
+/// (see [`crate::tls`]).
+#[derive(Clone)]
+pub struct Target {
+    pub config: Config,
+    pub tls: MakeRustls,
+}
+
+/// A connection's driver, whatever its `sslmode`.
+pub type Connection = tokio_postgres::Connection<Socket, RustlsStream<Socket>>;
+
+impl Target {
+    /// Opens one connection; the caller drives the returned [`Connection`].
+    pub async fn connect_raw(&self) -> Result<(Client, Connection), tokio_postgres::Error> {
+        self.config.connect(self.tls.clone()).await
+    }
+}
 
 /// Parses a `postgres://` URL (or key=value connection string), naming the URL on error.
-pub fn config(url: &str) -> Result<Config, Error> {
+pub fn target(url: &str) -> Result<Target, Error> {
     let refuse = |reason: String| Error::DatabaseUrl {
         url: redact_url(url),
         reason,
     };
-    // Connections are plain TCP (or a Unix socket): say so instead of failing in the handshake.
-    if let Some(mode) = ["require", "verify-ca", "verify-full"]
-        .into_iter()
-        .find(|mode| url.contains(&format!("sslmode={mode}")))
-    {
-        return Err(refuse(format!(
-            "sslmode={mode} asks for TLS, which outbox-relay does not speak to Postgres yet; use sslmode=disable or prefer, on a private network or through a TLS-terminating proxy"
-        )));
-    }
-    let mut config = Config::from_str(url).map_err(|e| refuse(e.to_string()))?;
+    let (rest, options) = tls::split_options(url).map_err(refuse)?;
+    let mut config = Config::from_str(&rest).map_err(|e| refuse(e.to_string()))?;
+    config.ssl_mode(options.mode);
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(10));
     }
@@ -31,19 +43,20 @@ pub fn config(url: &str) -> Result<Config, Error> {
         config.application_name("outbox-relay");
     }
     config.keepalives(true);
-    Ok(config)
+    let tls = tls::connector(&options).map_err(refuse)?;
+    Ok(Target { config, tls })
 }
 
 /// A pool of at most `size` connections. Connections are opened lazily and replaced when broken;
 /// each replacement of a lost connection counts in `outbox_db_reconnects_total`.
 pub fn pool(url: &str, size: usize) -> Result<Pool, Error> {
-    pool_from(config(url)?, size)
+    pool_from(target(url)?, size)
 }
 
-fn pool_from(config: Config, size: usize) -> Result<Pool, Error> {
+fn pool_from(target: Target, size: usize) -> Result<Pool, Error> {
     let manager = Manager::from_config(
-        config,
-        NoTls,
+        target.config,
+        target.tls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -73,22 +86,22 @@ fn pool_from(config: Config, size: usize) -> Result<Pool, Error> {
 /// repeated attempt with the same `webhook-id`, which at-least-once delivery allows. Producers'
 /// transactions are never affected.
 pub fn relay_pool(url: &str, size: usize) -> Result<Pool, Error> {
-    let mut config = config(url)?;
-    let options = match config.get_options() {
+    let mut target = target(url)?;
+    let options = match target.config.get_options() {
         Some(existing) => format!("{existing} -c synchronous_commit=off"),
         None => "-c synchronous_commit=off".to_string(),
     };
-    config.options(&options);
-    pool_from(config, size)
+    target.config.options(&options);
+    pool_from(target, size)
 }
 
 /// One connection of its own, its driver running on the current runtime.
 pub async fn connect(url: &str) -> Result<Client, Error> {
-    connect_with(config(url)?).await
+    connect_with(&target(url)?).await
 }
 
-pub async fn connect_with(config: Config) -> Result<Client, Error> {
-    let (client, connection) = config.connect(NoTls).await?;
+pub async fn connect_with(target: &Target) -> Result<Client, Error> {
+    let (client, connection) = target.connect_raw().await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "database connection closed");
@@ -216,23 +229,78 @@ mod tests {
     }
 
     #[test]
-    fn tls_modes_are_refused_with_the_reason() {
-        for mode in ["require", "verify-ca", "verify-full"] {
-            let url = format!("postgres://relay:s3cret@db/shop?sslmode={mode}");
-            let err = super::config(&url).unwrap_err().to_string();
-            assert!(
-                err.contains(&format!("sslmode={mode} asks for TLS")),
-                "{err}"
-            );
-            assert!(!err.contains("s3cret"), "{err}");
+    fn tls_settings_come_from_sslmode_and_sslrootcert() {
+        use crate::tls::{Check, split_options};
+        use tokio_postgres::config::SslMode;
+        let cases = [
+            (
+                "postgres://u@db/shop",
+                "postgres://u@db/shop",
+                SslMode::Disable,
+                Check::Nothing,
+            ),
+            (
+                "postgres://u@db/shop?sslmode=require&application_name=x",
+                "postgres://u@db/shop?application_name=x",
+                SslMode::Require,
+                Check::Nothing,
+            ),
+            (
+                "postgres://u@db/shop?sslmode=verify-full",
+                "postgres://u@db/shop",
+                SslMode::Require,
+                Check::Full,
+            ),
+            (
+                "postgres://u@db/shop?sslmode=require&sslrootcert=%2Fetc%2Fca.pem",
+                "postgres://u@db/shop",
+                SslMode::Require,
+                Check::Chain,
+            ),
+            (
+                "host=db sslmode=prefer user=u",
+                "host=db user=u",
+                SslMode::Prefer,
+                Check::Nothing,
+            ),
+            (
+                "host=db sslmode='verify-ca'",
+                "host=db",
+                SslMode::Require,
+                Check::Chain,
+            ),
+        ];
+        for (url, rest, mode, check) in cases {
+            let (got_rest, options) = split_options(url).unwrap();
+            assert_eq!(got_rest, rest, "{url}");
+            assert_eq!((options.mode, options.check), (mode, check), "{url}");
         }
-        let err = super::config("host=db sslmode=require")
-            .unwrap_err()
+        let (_, options) =
+            split_options("postgres://db/x?sslrootcert=%2Fetc%2Fca.pem&sslmode=verify-ca").unwrap();
+        assert_eq!(options.root_cert.as_deref(), Some("/etc/ca.pem"));
+        let (_, options) = split_options("postgres://db/x?sslrootcert=%C3%A9%zz%").unwrap();
+        assert_eq!(options.root_cert.as_deref(), Some("é%zz%"));
+
+        let err = super::target("postgres://relay:s3cret@db/shop?sslmode=always")
+            .err()
+            .unwrap()
             .to_string();
-        assert!(err.contains("sslmode=require asks for TLS"), "{err}");
-        for mode in ["disable", "prefer"] {
-            assert!(super::config(&format!("postgres://db/shop?sslmode={mode}")).is_ok());
-        }
+        assert!(err.contains("sslmode=always is not one of"), "{err}");
+        let err = super::target("host=db sslmode=verify-full sslcert=/etc/client.pem")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("sslcert: client certificates"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+        let err =
+            super::target("postgres://db/shop?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem")
+                .err()
+                .unwrap()
+                .to_string();
+        assert!(
+            err.contains("sslrootcert: cannot read /nonexistent/ca.pem"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -28,6 +28,7 @@ mod migrate;
 mod spec;
 pub mod sql;
 pub mod telemetry;
+pub mod tls;
 
 pub use error::Error;
 pub use event::Event;

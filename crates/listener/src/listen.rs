@@ -4,7 +4,7 @@ use std::time::Duration;
 use futures_util::future::poll_fn;
 use outbox_core::telemetry;
 use tokio::sync::Notify;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 
 /// Fired (statement-level trigger) when events are inserted.
@@ -34,18 +34,18 @@ impl Wakeups {
 /// Keeps a LISTEN connection open until `shutdown`, reconnecting with backoff (100 ms doubling to
 /// 5 s). Every (re)connection wakes everything, so events committed while it was away are found.
 pub async fn listen(
-    mut config: tokio_postgres::Config,
+    mut target: outbox_core::db::Target,
     wakeups: Arc<Wakeups>,
     shutdown: CancellationToken,
 ) {
-    config.application_name("outbox-relay listener");
+    target.config.application_name("outbox-relay listener");
     let mut backoff = Duration::from_millis(100);
     let mut first = true;
     loop {
         if shutdown.is_cancelled() {
             return;
         }
-        match session(&config, &wakeups, &shutdown, &mut first, &mut backoff).await {
+        match session(&target, &wakeups, &shutdown, &mut first, &mut backoff).await {
             Ok(()) => return, // shut down
             Err(e) => {
                 if first {
@@ -65,14 +65,14 @@ pub async fn listen(
 
 /// One connection's life. Returns Ok on shutdown, Err when the connection failed or broke.
 async fn session(
-    config: &tokio_postgres::Config,
+    target: &outbox_core::db::Target,
     wakeups: &Arc<Wakeups>,
     shutdown: &CancellationToken,
     first: &mut bool,
     backoff: &mut Duration,
 ) -> Result<(), String> {
-    let (client, mut connection) = config
-        .connect(NoTls)
+    let (client, mut connection) = target
+        .connect_raw()
         .await
         .map_err(|e| outbox_core::db::describe(&e))?;
     // The connection must be polled for the LISTEN below to complete, and it is the only place

@@ -95,7 +95,7 @@ impl Relay {
 
         let background = vec![
             tokio::spawn(outbox_listener::listen(
-                outbox_core::db::config(&settings.database_url)?,
+                outbox_core::db::target(&settings.database_url)?,
                 wakeups.clone(),
                 shutdown.clone(),
             )),
