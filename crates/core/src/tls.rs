@@ -324,21 +324,18 @@ where
     type Error = io::Error;
 
     fn make_tls_connect(&mut self, domain: &str) -> io::Result<RustlsConnect> {
-        // A Unix socket path or an IP address makes no DNS name: any valid name will do, since
-        // only verify-full checks it, and verify-full over such a "host" fails as libpq does.
-        let name = ServerName::try_from(domain.to_string())
-            .or_else(|_| ServerName::try_from("localhost".to_string()))
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // Asked for every host, also a Unix socket's (""), whatever the sslmode: a host that makes
+        // no TLS server name only fails if TLS is really attempted on it.
         Ok(RustlsConnect {
             config: self.0.clone(),
-            name,
+            name: ServerName::try_from(domain.to_string()).map_err(|_| domain.to_string()),
         })
     }
 }
 
 pub struct RustlsConnect {
     config: Arc<ClientConfig>,
-    name: ServerName<'static>,
+    name: Result<ServerName<'static>, String>,
 }
 
 impl<S> TlsConnect<S> for RustlsConnect
@@ -351,7 +348,15 @@ where
 
     fn connect(self, stream: S) -> Self::Future {
         let connector = tokio_rustls::TlsConnector::from(self.config);
-        Box::pin(async move { connector.connect(self.name, stream).await.map(RustlsStream) })
+        Box::pin(async move {
+            let name = self.name.map_err(|host| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("host {host:?} is not a name TLS can check the server against"),
+                )
+            })?;
+            connector.connect(name, stream).await.map(RustlsStream)
+        })
     }
 }
 
