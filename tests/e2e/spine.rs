@@ -607,19 +607,13 @@ async fn producers_notify_only_while_the_router_asks_for_it() {
 async fn upgrading_from_schema_1_keeps_events_and_rules() {
     let db = TestDb::empty().await;
     let mut client = db.connect().await;
-    let (version, name, sql) = outbox_core::sql::MIGRATIONS[0];
-    assert_eq!(version, 1);
     client
         .batch_execute(&format!(
-            "CREATE SCHEMA outbox;
-             CREATE TABLE outbox.schema_migrations (
-                 version integer PRIMARY KEY, name text NOT NULL,
-                 applied_at timestamptz NOT NULL DEFAULT now());
-             {sql}
-             INSERT INTO outbox.schema_migrations (version, name) VALUES (1, '{name}');
+            "{}
              SELECT outbox.emit('order.created', 'order', '42', '{{\"id\": 42}}', '{{\"shop\": \"nl\"}}');
              UPDATE outbox.router SET notify_wanted = false;
-             ALTER TABLE outbox.events DISABLE TRIGGER events_notify;"
+             ALTER TABLE outbox.events DISABLE TRIGGER events_notify;",
+            schema_at_version(1)
         ))
         .await
         .unwrap();
@@ -696,16 +690,7 @@ async fn upgrading_from_schema_2_lets_producers_go_on_capturing_in_order() {
     let db = TestDb::empty().await;
     let mut client = db.connect().await;
     let role = format!("producer_{}", &db.name[12..]);
-    let mut setup = "CREATE SCHEMA outbox;
-         CREATE TABLE outbox.schema_migrations (
-             version integer PRIMARY KEY, name text NOT NULL,
-             applied_at timestamptz NOT NULL DEFAULT now());"
-        .to_string();
-    for (version, name, sql) in &outbox_core::sql::MIGRATIONS[..2] {
-        setup += &format!(
-            "{sql}; INSERT INTO outbox.schema_migrations (version, name) VALUES ({version}, '{name}');"
-        );
-    }
+    let setup = schema_at_version(2);
     client
         .batch_execute(&format!(
             "{setup}
@@ -781,6 +766,26 @@ async fn upgrading_from_schema_2_lets_producers_go_on_capturing_in_order() {
         "entity_id_must_not_be_empty",
     )
     .await;
+}
+
+/// SQL that creates schema `outbox` as `migrate` of an older release left it: migrations 1 to
+/// `version` applied and recorded.
+fn schema_at_version(version: i32) -> String {
+    let mut sql = "CREATE SCHEMA outbox;
+         CREATE TABLE outbox.schema_migrations (
+             version integer PRIMARY KEY, name text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now());"
+        .to_string();
+    for (v, name, migration) in outbox_core::sql::MIGRATIONS
+        .iter()
+        .filter(|m| m.0 <= version)
+    {
+        sql += &format!(
+            "{migration};
+             INSERT INTO outbox.schema_migrations (version, name) VALUES ({v}, '{name}');"
+        );
+    }
+    sql
 }
 
 /// Runs `sql`, which must fail with a message containing `expected`.
