@@ -259,8 +259,14 @@ mod tests {
             ),
             (
                 "host=db sslmode=prefer user=u",
-                "host=db user=u",
+                "host=db  user=u",
                 SslMode::Prefer,
+                Check::Nothing,
+            ),
+            (
+                "host=db password='a  b' sslmode=require",
+                "host=db password='a  b'",
+                SslMode::Require,
                 Check::Nothing,
             ),
             (

@@ -82,13 +82,20 @@ pub fn split_options(url: &str) -> Result<(String, TlsOptions), String> {
             }
         }
     } else {
-        url.split_whitespace()
-            .filter(|token| {
-                let (k, v) = token.split_once('=').unwrap_or((token, ""));
-                !take(k.trim(), v.trim_matches('\''))
-            })
-            .collect::<Vec<_>>()
-            .join(" ")
+        // Cut the taken settings out and leave every other byte as it was (a quoted password
+        // may hold runs of spaces).
+        let mut rest = String::with_capacity(url.len());
+        let mut copied = 0;
+        for token in url.split_whitespace() {
+            let (k, v) = token.split_once('=').unwrap_or((token, ""));
+            if take(k, v.trim_matches('\'')) {
+                let at = token.as_ptr() as usize - url.as_ptr() as usize;
+                rest.push_str(&url[copied..at]);
+                copied = at + token.len();
+            }
+        }
+        rest.push_str(&url[copied..]);
+        rest.trim().to_string()
     };
     if let Some(key) = client_cert {
         return Err(format!(
@@ -191,7 +198,7 @@ fn roots(root_cert: Option<&str>) -> Result<RootCertStore, String> {
             let pem =
                 std::fs::read(path).map_err(|e| format!("sslrootcert: cannot read {path}: {e}"))?;
             let mut reader = pem.as_slice();
-            for cert in rustls_pemfile_certs(&mut reader) {
+            for cert in pem_certs(&mut reader) {
                 store.add(cert).map_err(|e| {
                     format!("sslrootcert: a certificate in {path} cannot be used: {e}")
                 })?;
@@ -207,7 +214,7 @@ fn roots(root_cert: Option<&str>) -> Result<RootCertStore, String> {
 }
 
 /// The certificates of a PEM file.
-fn rustls_pemfile_certs(reader: &mut &[u8]) -> Vec<CertificateDer<'static>> {
+fn pem_certs(reader: &mut &[u8]) -> Vec<CertificateDer<'static>> {
     use rustls::pki_types::pem::PemObject;
     CertificateDer::pem_slice_iter(reader)
         .filter_map(Result::ok)
