@@ -8,6 +8,7 @@
 
 mod config;
 mod lifecycle;
+mod native;
 mod ops;
 mod outcomes;
 mod queueing;

@@ -4,13 +4,22 @@ use std::collections::HashSet;
 use std::process::Stdio;
 use std::time::Duration;
 
+use outbox_core::Capture;
 use outbox_testkit::{Reply, TestDb, TestReceiver, wait_until};
 
 use crate::support::*;
 
 #[tokio::test]
 async fn committed_changes_arrive_once_each_and_nothing_else_does() {
+    changes_arrive_once_each(Capture::Plpgsql).await;
+}
+
+/// What `capture` records of inserts, updates, deletes and rolled-back work, end to end. Also run with the native capture (native.rs).
+pub async fn changes_arrive_once_each(capture: Capture) {
     let db = TestDb::new().await;
+    if !use_capture(&db, capture) {
+        return;
+    }
     let receiver = TestReceiver::start().await;
     apply(
         &db,
@@ -91,7 +100,15 @@ url = "{}""#,
 
 #[tokio::test]
 async fn bad_producer_input_is_rejected_by_the_database() {
+    bad_input_is_rejected(Capture::Plpgsql).await;
+}
+
+/// Bad rows and misdeclared triggers fail the producer's statement, with messages naming the fix. Also run with the native capture (native.rs).
+pub async fn bad_input_is_rejected(capture: Capture) {
     let db = TestDb::new().await;
+    if !use_capture(&db, capture) {
+        return;
+    }
     let client = db.connect().await;
     for (sql, expected) in [
         (
@@ -544,7 +561,15 @@ impl Listening {
 
 #[tokio::test]
 async fn producers_notify_only_while_the_router_asks_for_it() {
+    notify_only_when_asked(Capture::Plpgsql).await;
+}
+
+/// Producers NOTIFY once per transaction while the router asks for it, and never otherwise. Also run with the native capture (native.rs).
+pub async fn notify_only_when_asked(capture: Capture) {
     let db = TestDb::new().await;
+    if !use_capture(&db, capture) {
+        return;
+    }
     let mut session = Listening::new(&db, "outbox_events").await;
     session
         .client
@@ -800,7 +825,15 @@ async fn assert_rejected(client: &tokio_postgres::Client, sql: &str, expected: &
 
 #[tokio::test]
 async fn a_producer_role_needs_insert_on_events_and_captured_events_and_the_id_column() {
+    producer_role_privileges(Capture::Plpgsql).await;
+}
+
+/// A producer role with the documented grants can capture and emit. Also run with the native capture (native.rs).
+pub async fn producer_role_privileges(capture: Capture) {
     let db = TestDb::new().await;
+    if !use_capture(&db, capture) {
+        return;
+    }
     let client = db.connect().await;
     let role = format!("producer_{}", &db.name[12..]);
     client

@@ -403,3 +403,22 @@ pub fn parse_metrics(text: &str) -> std::collections::BTreeMap<String, f64> {
         })
         .collect()
 }
+
+/// Makes `outbox.capture()` of `db` run `capture`. The native library may be missing where the
+/// tests run outside CI: then this says so on stderr and returns false, and the test stops there.
+/// In CI (`CI` set), a missing library fails the test.
+pub fn use_capture(db: &TestDb, capture: outbox_core::Capture) -> bool {
+    if capture == outbox_core::Capture::Plpgsql {
+        return true;
+    }
+    let (code, out, err) = cli(db, &["migrate", "--capture", "native"], &[]);
+    if code == 0 {
+        assert!(out.contains("runs the native implementation"), "{out}");
+        return true;
+    }
+    if err.contains("not installed") && std::env::var_os("CI").is_none() {
+        eprintln!("native capture not tested here: {err}");
+        return false;
+    }
+    panic!("switching to the native capture failed: {err}");
+}

@@ -20,6 +20,10 @@ pub enum Error {
         "the database schema is version {found}, newer than this relay knows ({known}); upgrade outbox-relay"
     )]
     SchemaTooNew { found: i32, known: i32 },
+    /// Switching `outbox.capture()` between its implementations failed; the text says why and what
+    /// to do.
+    #[error("{0}")]
+    Capture(String),
     #[error("private Postgres: {0}")]
     Cluster(String),
 }

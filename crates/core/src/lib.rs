@@ -6,7 +6,8 @@
 //!
 //! - [`sql`]: every migration and named query, loaded from the repository's `sql/` directory so the
 //!   SQL is reviewed as SQL, in one copy.
-//! - [`migrate`]: applies the migrations under an advisory lock, so concurrent relays may run it.
+//! - [`migrate`]: applies the migrations under an advisory lock, so concurrent relays may run it;
+//!   [`set_capture`] switches `outbox.capture()` between PL/pgSQL and the native C library.
 //! - [`Event`]: an event row as the matcher, renderer and sender see it.
 //! - [`WebhookSpec`] / [`RelationSpec`]: a webhook's configuration exactly as a user writes it (TOML
 //!   for `apply`, or the columns of `outbox.webhooks`).
@@ -20,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 
+mod capture;
 pub mod cluster;
 pub mod db;
 mod error;
@@ -30,6 +32,7 @@ pub mod sql;
 pub mod telemetry;
 pub mod tls;
 
+pub use capture::{Capture, capture_in_use, set_capture};
 pub use error::Error;
 pub use event::Event;
 pub use migrate::{SCHEMA_VERSION, SchemaStatus, migrate, schema_status};

@@ -7,7 +7,7 @@ use crate::sql::MIGRATIONS;
 pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 
 /// Advisory lock key serialising concurrent `migrate` runs ("outbox-relay migrate").
-const MIGRATE_LOCK: i64 = 0x6f75_7462_6f78_6d67;
+pub(crate) const MIGRATE_LOCK: i64 = 0x6f75_7462_6f78_6d67;
 
 /// Creates or updates schema `outbox`. Idempotent; concurrent callers wait for each other on an
 /// advisory lock, and each migration commits on its own with its version recorded.

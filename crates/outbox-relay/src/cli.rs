@@ -23,7 +23,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create or update schema `outbox` (idempotent, safe to run concurrently).
-    Migrate,
+    Migrate(MigrateArgs),
     /// Run the relay: listener, router, sender and the HTTP endpoint.
     Run(RunArgs),
     /// Validate the webhooks and relations of a TOML file and write them in one transaction.
@@ -49,6 +49,30 @@ pub enum Command {
     /// server), creates example orders/shipments tables and webhooks to a built-in receiver, writes
     /// sample data and shows the deliveries flowing. Ctrl-C stops it and removes what it created.
     Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Which implementation `outbox.capture()` runs from now on: `native` (the C library from
+    /// extension/outbox_capture, installed on the database server; needs a superuser) or
+    /// `plpgsql`. Without it, the current one stays.
+    #[arg(long, value_enum)]
+    pub capture: Option<CaptureArg>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CaptureArg {
+    Plpgsql,
+    Native,
+}
+
+impl From<CaptureArg> for outbox_core::Capture {
+    fn from(arg: CaptureArg) -> Self {
+        match arg {
+            CaptureArg::Plpgsql => outbox_core::Capture::Plpgsql,
+            CaptureArg::Native => outbox_core::Capture::Native,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -38,7 +38,7 @@ use error::Failure;
 pub async fn execute(cli: Cli) -> Result<(), Failure> {
     let url = || commands::database_url(&cli.database_url);
     match &cli.command {
-        Command::Migrate => {
+        Command::Migrate(args) => {
             let url = url()?;
             let mut client = commands::connect(&url).await?;
             let applied = outbox_core::migrate(&mut client).await?;
@@ -58,6 +58,13 @@ pub async fn execute(cli: Cli) -> Result<(), Failure> {
                         .join(", ")
                 );
             }
+            if let Some(capture) = args.capture {
+                outbox_core::set_capture(&mut client, capture.into()).await?;
+            }
+            println!(
+                "outbox.capture runs the {} implementation",
+                outbox_core::capture_in_use(&client).await?
+            );
             Ok(())
         }
         Command::Run(args) => {
