@@ -158,6 +158,29 @@ outbox_relation(Oid nsp, const char *name)
 	return relid;
 }
 
+/*
+ * The privilege the PL/pgSQL capture's INSERT INTO outbox.captured_events (event_type, entity,
+ * entity_id, data, old) needs: INSERT on the table, or on each of those columns.
+ */
+static void
+check_insert_privilege(Oid target)
+{
+	static const char *const inserted[] = {"event_type", "entity", "entity_id", "data", "old"};
+	Oid			user = GetUserId();
+	int			i;
+
+	if (pg_class_aclcheck(target, user, ACL_INSERT) == ACLCHECK_OK)
+		return;
+	for (i = 0; i < lengthof(inserted); i++)
+	{
+		AttrNumber	column = get_attnum(target, inserted[i]);
+
+		if (column == InvalidAttrNumber ||
+			pg_attribute_aclcheck(target, column, user, ACL_INSERT) != ACLCHECK_OK)
+			aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_TABLE, "captured_events");
+	}
+}
+
 /* Refuses a captured_events this function could not write the way an INSERT would. */
 static void
 check_target(Relation target)
@@ -264,7 +287,6 @@ outbox_capture(PG_FUNCTION_ARGS)
 	Oid			events;
 	Oid			target_id;
 	Relation	target;
-	AclResult	acl;
 	Datum		values[NCOLS];
 	bool		nulls[NCOLS] = {false};
 	TupleDesc	target_desc;
@@ -331,10 +353,7 @@ outbox_capture(PG_FUNCTION_ARGS)
 	nsp = get_namespace_oid("outbox", false);
 	events = outbox_relation(nsp, "events");
 	target_id = outbox_relation(nsp, "captured_events");
-	/* The privileges an INSERT INTO outbox.captured_events would need. */
-	acl = pg_class_aclcheck(target_id, GetUserId(), ACL_INSERT);
-	if (acl != ACLCHECK_OK)
-		aclcheck_error(acl, OBJECT_TABLE, "captured_events");
+	check_insert_privilege(target_id);
 
 	target = table_open(target_id, RowExclusiveLock);
 	check_target(target);

@@ -385,3 +385,73 @@ async fn language(client: &tokio_postgres::Client) -> String {
         .unwrap()
         .get(0)
 }
+
+#[tokio::test]
+async fn both_captures_need_the_insert_privilege_an_insert_would() {
+    let db = TestDb::new().await;
+    let client = db.connect().await;
+    let role = format!("columns_{}", &db.name[12..]);
+    client
+        .batch_execute(&format!(
+            "CREATE ROLE {role};
+             GRANT USAGE ON SCHEMA outbox TO {role};
+             CREATE TABLE orders (id int PRIMARY KEY);
+             GRANT INSERT ON orders TO {role};
+             CREATE TRIGGER orders_outbox AFTER INSERT ON orders
+                 FOR EACH ROW EXECUTE FUNCTION outbox.capture('order');"
+        ))
+        .await
+        .unwrap();
+    let insert_as_role =
+        |n: i32| format!("SET ROLE {role}; INSERT INTO orders VALUES ({n}); RESET ROLE;");
+    for (capture, base) in [(Capture::Plpgsql, 0), (Capture::Native, 10)] {
+        if !use_capture(&db, capture) {
+            break;
+        }
+        // Without INSERT on captured_events, the business statement fails.
+        let err = client
+            .batch_execute(&insert_as_role(base + 1))
+            .await
+            .expect_err("no privilege on captured_events");
+        assert!(
+            outbox_core::db::describe(&err).contains("permission denied for table captured_events"),
+            "{capture}: {}",
+            outbox_core::db::describe(&err)
+        );
+        client.batch_execute("RESET ROLE").await.unwrap();
+        // INSERT on the columns capture fills is enough, as for an INSERT naming them.
+        client
+            .batch_execute(&format!(
+                "GRANT INSERT (event_type, entity, entity_id, data, old)
+                     ON outbox.captured_events TO {role}"
+            ))
+            .await
+            .unwrap();
+        client
+            .batch_execute(&insert_as_role(base + 2))
+            .await
+            .unwrap_or_else(|e| panic!("{capture}: {}", outbox_core::db::describe(&e)));
+        client
+            .batch_execute(&format!(
+                "REVOKE INSERT (event_type, entity, entity_id, data, old)
+                     ON outbox.captured_events FROM {role}"
+            ))
+            .await
+            .unwrap();
+    }
+    let captured: Vec<String> = client
+        .query("SELECT entity_id FROM outbox.events ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    client
+        .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
+        .await
+        .unwrap();
+    assert!(
+        captured == ["2", "12"] || captured == ["2"],
+        "one capture per implementation tested: {captured:?}"
+    );
+}

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tokio_postgres::{Client, NoTls};
 
+use outbox_core::Capture;
+
 use crate::Args;
 use crate::procs::{
     Receiver, RelayProc, http_get, machine_busy_seconds, own_cpu_seconds, relay_binary,
@@ -499,7 +501,7 @@ impl Bench<'_> {
         let url = self.fresh_db("outbox_bench_producer").await?;
         let scale = if self.args.smoke { "1" } else { "10" };
         run(Command::new(&pgbench).args(["-i", "-q", "-s", scale, &url]))?;
-        let client = connect(&url).await?;
+        let mut client = connect(&url).await?;
         // Someone listens, as a running relay would (NOTIFY then really queues notifications).
         let listener = connect(&url).await?;
         listener.batch_execute("LISTEN outbox_events").await?;
@@ -511,26 +513,29 @@ impl Bench<'_> {
             "capture trigger, notify on (relay idle: NOTIFY every commit)",
             "capture trigger, notify off",
             "reference: the least PL/pgSQL row trigger that stores one event",
+            "native capture trigger, notify on (relay busy: no NOTIFY)",
         ];
+        // The native capture is measured where its library is installed in this server.
+        let native = outbox_core::set_capture(&mut client, Capture::Native)
+            .await
+            .map_err(|e| e.to_string());
+        if let Err(why) = &native {
+            println!("native capture: not measured: {why}");
+        }
+        let measured_variants: Vec<usize> = (0..variants.len())
+            .filter(|&i| i != NATIVE_VARIANT || native.is_ok())
+            .collect();
         client.batch_execute(FLOOR_TRIGGER).await?;
         // tps[round][variant]
-        let mut tps = vec![[0f64; 5]; rounds];
+        let mut tps = vec![[0f64; 6]; rounds];
         // Every round runs each variant once from the same starting state, so neither table growth
         // nor a checkpoint favours one; the order rotates from round to round so no variant always
         // runs right after another. A variant's cost is taken against the plain run of its own
         // round, which cancels slow drifts of the machine's speed; the median round is reported.
         for (round, measured) in tps.iter_mut().enumerate() {
-            for i in (0..variants.len()).map(|k| (k + round) % variants.len()) {
-                client.batch_execute(&producer_setup(i)).await?;
-                client
-                    .batch_execute("TRUNCATE outbox.events, pgbench_history")
-                    .await?;
-                client
-                    .batch_execute(
-                        "VACUUM ANALYZE pgbench_accounts, pgbench_tellers, pgbench_branches",
-                    )
-                    .await?;
-                client.batch_execute("CHECKPOINT").await?;
+            let n = measured_variants.len();
+            for i in (0..n).map(|k| measured_variants[(k + round) % n]) {
+                self.producer_variant(&mut client, i).await?;
                 let out = run(Command::new(&pgbench)
                     .args(PGBENCH_LOAD)
                     .args([&secs, &url]))?;
@@ -553,15 +558,19 @@ impl Bench<'_> {
         // more run each of the busy-relay and the notify-off variants. That share is what removing
         // the trigger would give back to a CPU-bound machine. Keyed by variant.
         let mut shares = HashMap::new();
-        for i in [1, 3] {
+        for i in [1, 3, NATIVE_VARIANT] {
             let share = if self.args.smoke {
                 Err("skipped in a smoke run".to_string())
+            } else if let (NATIVE_VARIANT, Err(why)) = (i, &native) {
+                Err(why.clone())
             } else {
-                client.batch_execute(&producer_setup(i)).await?;
-                client
-                    .batch_execute("TRUNCATE outbox.events, pgbench_history; CHECKPOINT")
-                    .await?;
-                trigger_cpu_share(&pgbench, &url, self.args.pgbench_seconds)
+                self.producer_variant(&mut client, i).await?;
+                trigger_cpu_share(
+                    &pgbench,
+                    &url,
+                    self.args.pgbench_seconds,
+                    i == NATIVE_VARIANT,
+                )
             };
             shares.insert(i, share);
         }
@@ -629,6 +638,37 @@ impl Bench<'_> {
             measured: describe(cost(4)),
             verdict: "-",
         });
+        if native.is_ok() {
+            self.rows.push(Row {
+                what: "native capture trigger cost (pgbench, 8 clients, notify on)".into(),
+                target: "≤ 10% of throughput".into(),
+                measured: describe(cost(NATIVE_VARIANT)),
+                verdict: verdict(cost(NATIVE_VARIANT).0 <= 10.0),
+            });
+            self.rows.push(share_row(NATIVE_VARIANT));
+        }
+        Ok(())
+    }
+
+    /// Puts the producer database into variant `i` (see [`producer_setup`]), each time from the
+    /// same starting state: no events, no history, freshly vacuumed, just checkpointed.
+    async fn producer_variant(&self, client: &mut Client, i: usize) -> anyhow::Result<()> {
+        let capture = if i == NATIVE_VARIANT {
+            Capture::Native
+        } else {
+            Capture::Plpgsql
+        };
+        if outbox_core::capture_in_use(client).await? != capture {
+            outbox_core::set_capture(client, capture).await?;
+        }
+        client.batch_execute(&producer_setup(i)).await?;
+        client
+            .batch_execute("TRUNCATE outbox.events, pgbench_history")
+            .await?;
+        client
+            .batch_execute("VACUUM ANALYZE pgbench_accounts, pgbench_tellers, pgbench_branches")
+            .await?;
+        client.batch_execute("CHECKPOINT").await?;
         Ok(())
     }
 
@@ -780,9 +820,13 @@ const FLOOR_TRIGGER: &str = "CREATE OR REPLACE FUNCTION bench_floor_capture() RE
     END
     $$";
 
+/// The producer variant that runs the native capture, as variant 1 with the PL/pgSQL one.
+const NATIVE_VARIANT: usize = 5;
+
 /// The SQL that puts the producer database into variant `i` of the comparison: 0 no trigger,
 /// 1 capture with a busy relay (no NOTIFY), 2 capture with an idle relay (NOTIFY every commit),
-/// 3 capture with notify off, 4 the floor trigger (see [`FLOOR_TRIGGER`]).
+/// 3 capture with notify off, 4 the floor trigger (see [`FLOOR_TRIGGER`]), 5 as 1 (the caller
+/// switches `capture` to the native implementation).
 fn producer_setup(i: usize) -> String {
     const CAPTURE: &str = "DROP TRIGGER IF EXISTS accounts_outbox ON pgbench_accounts;
         CREATE TRIGGER accounts_outbox AFTER INSERT OR UPDATE OR DELETE ON pgbench_accounts
@@ -791,7 +835,7 @@ fn producer_setup(i: usize) -> String {
         0 => "DROP TRIGGER IF EXISTS accounts_outbox ON pgbench_accounts".to_string(),
         // What a relay that keeps up with a busy database leaves behind: it polls by itself and
         // has asked producers not to NOTIFY.
-        1 => format!(
+        1 | NATIVE_VARIANT => format!(
             "{CAPTURE} ALTER TABLE outbox.events ENABLE TRIGGER events_notify;
              SELECT setval('outbox.notify_wanted', 0)"
         ),
@@ -814,10 +858,11 @@ fn producer_setup(i: usize) -> String {
 }
 
 /// Runs pgbench for `seconds` while `perf` samples every CPU, and returns the percentage of
-/// non-idle samples whose stack is inside a PL/pgSQL trigger fired at the end of a statement (the
-/// capture trigger: nothing else in the pgbench database has one). Needs `perf`, permission to
+/// non-idle samples whose stack is inside a trigger fired at the end of a statement: a PL/pgSQL
+/// one, or with `native` the C `outbox_capture` (the capture trigger: nothing else in the pgbench
+/// database has one). Needs `perf`, permission to
 /// sample the whole machine, and Postgres on this machine with symbols.
-fn trigger_cpu_share(pgbench: &Path, url: &str, seconds: u64) -> Result<f64, String> {
+fn trigger_cpu_share(pgbench: &Path, url: &str, seconds: u64, native: bool) -> Result<f64, String> {
     use std::process::Stdio;
     // Without perf there is no point in running the load.
     Command::new("perf")
@@ -874,7 +919,12 @@ fn trigger_cpu_share(pgbench: &Path, url: &str, seconds: u64) -> Result<f64, Str
         if frames.contains(&"PostgresMain") {
             in_postgres += 1;
         }
-        if frames.contains(&"AfterTriggerEndQuery") && frames.contains(&"plpgsql_exec_trigger") {
+        let function = if native {
+            "outbox_capture"
+        } else {
+            "plpgsql_exec_trigger"
+        };
+        if frames.contains(&"AfterTriggerEndQuery") && frames.contains(&function) {
             in_trigger += 1;
         }
     }
