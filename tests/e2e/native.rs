@@ -100,6 +100,25 @@ async fn captured(client: &tokio_postgres::Client) -> Vec<Captured> {
         .collect()
 }
 
+/// A database whose `capture` runs natively, with an `orders` table of `columns` captured as
+/// `order`; None where the library is missing (outside CI, see [`use_capture`]).
+async fn native_orders(columns: &str) -> Option<(TestDb, tokio_postgres::Client)> {
+    let db = TestDb::new().await;
+    if !use_capture(&db, Capture::Native) {
+        return None;
+    }
+    let client = db.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE orders ({columns});
+             CREATE TRIGGER orders_outbox AFTER INSERT OR UPDATE OR DELETE ON orders
+                 FOR EACH ROW EXECUTE FUNCTION outbox.capture('order');"
+        ))
+        .await
+        .unwrap();
+    Some((db, client))
+}
+
 /// Checks both btree indexes of captured_events against the table, every row included.
 async fn assert_indexes_sound(client: &tokio_postgres::Client) {
     client
@@ -168,18 +187,11 @@ async fn native_capture_writes_exactly_what_plpgsql_capture_writes() {
 
 #[tokio::test]
 async fn concurrent_native_captures_keep_ids_unique_and_the_indexes_sound() {
-    let db = TestDb::new().await;
-    if !use_capture(&db, Capture::Native) {
+    let Some((db, client)) = native_orders("id int PRIMARY KEY, n int NOT NULL").await else {
         return;
-    }
-    let client = db.connect().await;
+    };
     client
-        .batch_execute(
-            "CREATE TABLE orders (id int PRIMARY KEY, n int NOT NULL);
-             CREATE TRIGGER orders_outbox AFTER INSERT OR UPDATE ON orders
-                 FOR EACH ROW EXECUTE FUNCTION outbox.capture('order');
-             INSERT INTO orders SELECT i, 0 FROM generate_series(1, 8) i;",
-        )
+        .batch_execute("INSERT INTO orders SELECT i, 0 FROM generate_series(1, 8) i")
         .await
         .unwrap();
     // Eight sessions update their own order and one shared order, so some wait on row locks.
@@ -238,17 +250,12 @@ async fn concurrent_native_captures_keep_ids_unique_and_the_indexes_sound() {
 
 #[tokio::test]
 async fn native_capture_refuses_a_captured_events_it_cannot_fill() {
-    let db = TestDb::new().await;
-    if !use_capture(&db, Capture::Native) {
+    let Some((_db, client)) = native_orders("id int PRIMARY KEY").await else {
         return;
-    }
-    let client = db.connect().await;
+    };
     client
         .batch_execute(
-            "CREATE TABLE orders (id int PRIMARY KEY);
-             CREATE TRIGGER orders_outbox AFTER INSERT ON orders
-                 FOR EACH ROW EXECUTE FUNCTION outbox.capture('order');
-             CREATE FUNCTION audit() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NULL; END';",
+            "CREATE FUNCTION audit() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NULL; END'",
         )
         .await
         .unwrap();
