@@ -829,12 +829,13 @@ async fn relay_settings_come_from_the_file_and_outbox_variables_and_typos_are_re
         &["--config", file.to_str().unwrap()],
         &[("OUTBOX_NOTIFY", "off"), ("OUTBOX_POLL_INTERVAL", "50ms")],
     );
-    relay
+    let capture = relay
         .wait_line(true, "a JSON start line", |l| {
             let v: serde_json::Value = serde_json::from_str(l).ok()?;
-            (v["message"] == "relay started").then_some(())
+            (v["message"] == "relay started").then(|| v["capture"].clone())
         })
         .await;
+    assert_eq!(capture, "plpgsql", "the start line says which capture runs");
     // notify = off switched the trigger off.
     let client = db.connect().await;
     let enabled: bool = client

@@ -68,6 +68,7 @@ impl Relay {
         }
         set_notify(&client, settings.notify).await?;
         warn_capture_privileges(&client).await?;
+        let capture = outbox_core::capture_in_use(&client).await?;
         let install_id: String = client
             .query_one("SELECT install_id FROM outbox.router WHERE id = 1", &[])
             .await?
@@ -91,7 +92,7 @@ impl Relay {
         let shutdown = CancellationToken::new();
         let wakeups = Arc::new(Wakeups::default());
         let owner = owner_name();
-        tracing::info!(relay = %owner, listen = %addr, "relay started");
+        tracing::info!(relay = %owner, listen = %addr, %capture, "relay started");
 
         let background = vec![
             tokio::spawn(outbox_listener::listen(
