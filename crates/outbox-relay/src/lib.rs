@@ -41,6 +41,11 @@ pub async fn execute(cli: Cli) -> Result<(), Failure> {
         Command::Migrate(args) => {
             let url = url()?;
             let mut client = commands::connect(&url).await?;
+            // A migration may redefine capture() in PL/pgSQL: the choice made before stays.
+            let before = match outbox_core::schema_status(&client).await? {
+                outbox_core::SchemaStatus::Missing => None,
+                _ => Some(outbox_core::capture_in_use(&client).await?),
+            };
             let applied = outbox_core::migrate(&mut client).await?;
             if applied.is_empty() {
                 println!(
@@ -58,8 +63,10 @@ pub async fn execute(cli: Cli) -> Result<(), Failure> {
                         .join(", ")
                 );
             }
-            if let Some(capture) = args.capture {
-                outbox_core::set_capture(&mut client, capture.into()).await?;
+            if let Some(wanted) = args.capture.map(outbox_core::Capture::from).or(before)
+                && outbox_core::capture_in_use(&client).await? != wanted
+            {
+                outbox_core::set_capture(&mut client, wanted).await?;
             }
             println!(
                 "outbox.capture runs the {} implementation",
