@@ -249,7 +249,7 @@ insert_index_entries(Relation target, HeapTuple tuple)
 		/* One being built concurrently takes entries only once it is ready for them. */
 		if (!index->rd_index->indisready)
 		{
-			index_close(index, RowExclusiveLock);
+			index_close(index, NoLock);
 			continue;
 		}
 		info = BuildIndexInfo(index);
