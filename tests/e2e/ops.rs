@@ -882,11 +882,18 @@ async fn the_relay_warns_about_roles_that_may_insert_events_but_not_capture_them
     let client = db.connect().await;
     let both = format!("both_{}", &db.name[12..]);
     let events_only = format!("events_only_{}", &db.name[12..]);
+    // INSERT on the columns capture() fills is as good as on the table; on some of them, not.
+    let columns = format!("columns_{}", &db.name[12..]);
+    let some_columns = format!("some_columns_{}", &db.name[12..]);
     client
         .batch_execute(&format!(
             "CREATE ROLE {both}; CREATE ROLE {events_only};
-             GRANT INSERT ON outbox.events TO {both}, {events_only};
-             GRANT INSERT ON outbox.captured_events TO {both};"
+             CREATE ROLE {columns}; CREATE ROLE {some_columns};
+             GRANT INSERT ON outbox.events TO {both}, {events_only}, {columns}, {some_columns};
+             GRANT INSERT ON outbox.captured_events TO {both};
+             GRANT INSERT (event_type, entity, entity_id, data, old)
+                 ON outbox.captured_events TO {columns};
+             GRANT INSERT (event_type, entity) ON outbox.captured_events TO {some_columns};"
         ))
         .await
         .unwrap();
@@ -902,12 +909,14 @@ async fn the_relay_warns_about_roles_that_may_insert_events_but_not_capture_them
     assert_eq!(relay.terminate().await, Some(0));
     client
         .batch_execute(&format!(
-            "DROP OWNED BY {both}, {events_only}; DROP ROLE {both}, {events_only}"
+            "DROP OWNED BY {both}, {events_only}, {columns}, {some_columns};
+             DROP ROLE {both}, {events_only}, {columns}, {some_columns}"
         ))
         .await
         .unwrap();
-    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert_eq!(warned.len(), 2, "{warned:?}");
     assert!(warned[0].contains(&events_only), "{}", warned[0]);
+    assert!(warned[1].contains(&some_columns), "{}", warned[1]);
 }
 
 /// `db.url` with `sslmode` (and more) added.

@@ -240,6 +240,9 @@ async fn warn_capture_privileges(client: &tokio_postgres::Client) -> Result<(), 
              WHERE r.rolname NOT LIKE 'pg\\_%'
                AND has_table_privilege(r.oid, 'outbox.events', 'INSERT')
                AND NOT has_table_privilege(r.oid, 'outbox.captured_events', 'INSERT')
+               -- or on the columns capture() names, as its INSERT would accept
+               AND NOT (SELECT bool_and(has_column_privilege(r.oid, 'outbox.captured_events', c, 'INSERT'))
+                        FROM unnest(ARRAY['event_type', 'entity', 'entity_id', 'data', 'old']) c)
              ORDER BY 1",
             &[],
         )
