@@ -860,8 +860,8 @@ fn producer_setup(i: usize) -> String {
 /// Runs pgbench for `seconds` while `perf` samples every CPU, and returns the percentage of
 /// non-idle samples whose stack is inside a trigger fired at the end of a statement: a PL/pgSQL
 /// one, or with `native` the C `outbox_capture` (the capture trigger: nothing else in the pgbench
-/// database has one). Needs `perf`, permission to
-/// sample the whole machine, and Postgres on this machine with symbols.
+/// database has one). Needs `perf`, permission to sample the whole machine, and Postgres on this
+/// machine with symbols.
 fn trigger_cpu_share(pgbench: &Path, url: &str, seconds: u64, native: bool) -> Result<f64, String> {
     use std::process::Stdio;
     // Without perf there is no point in running the load.
