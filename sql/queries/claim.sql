@@ -3,6 +3,14 @@
 -- first within a webhook. The claim is committed before any request is sent: attempts is
 -- incremented and a lease taken, so a crash can repeat an attempt but never skip one. A webhook
 -- switched off in the table is not claimed for even before the relay reloads its configuration.
+--
+-- Durable: the relay's sessions commit asynchronously (synchronous_commit = off), but a claim must
+-- be on disk before its request leaves, or a Postgres crash would forget it and the next claim
+-- would send the same (webhook-id, webhook-attempt) again. `durable` switches synchronous_commit
+-- on for this statement's transaction only (set_config(..., true)); the setting in force at
+-- commit is what counts, and this statement is its own transaction. It is joined into the UPDATE,
+-- so it runs whenever a row is claimed. Flushing the claim's WAL also flushes every earlier
+-- commit, so the routing of the deliveries claimed is durable too.
 -- $1 webhook ids, $2 free slots per webhook, $3 lease seconds per webhook, $4 total limit, $5 owner,
 -- $6 priority per webhook
 WITH want AS MATERIALIZED (
@@ -18,6 +26,9 @@ WITH want AS MATERIALIZED (
     -- paused (or switched off by a 410) since this relay last loaded its configuration
     WHERE EXISTS (SELECT 1 FROM outbox.webhooks h WHERE h.id = w.webhook_id AND h.active)
     ORDER BY w.priority DESC, head.next_attempt_at, head.id
+),
+durable AS (
+    SELECT set_config('synchronous_commit', 'on', true) AS setting
 ),
 picked AS (
     SELECT q.id, w.lease
@@ -35,7 +46,7 @@ picked AS (
 UPDATE outbox.deliveries d
 SET status = 'in_flight', attempts = d.attempts + 1, lease_owner = $5,
     lease_until = now() + make_interval(secs => p.lease), updated_at = now()
-FROM picked p, outbox.events e
+FROM picked p, outbox.events e, durable
 WHERE d.id = p.id AND e.id = d.event_id
 RETURNING d.id, d.webhook_id, d.attempts, d.attempts_base, e.id, e.event_type, e.entity, e.entity_id,
           e.data, e.old, e.metadata, e.created_at

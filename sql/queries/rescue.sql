@@ -1,6 +1,7 @@
 -- Deliveries whose relay stopped reporting (crashed, lost its connection) before the lease ran out:
 -- log the abandoned attempt and queue the delivery again. The next claim gives it the next attempt
--- number and the same webhook-id. Deliveries whose budget is spent die instead.
+-- number and the same webhook-id. Deliveries whose budget is spent die instead. Returns each
+-- delivery taken over, its webhook and whether it died.
 -- $1 batch size
 WITH expired AS (
     SELECT d.id, d.attempts, d.attempts_base, d.lease_owner, d.updated_at AS claimed_at,
@@ -27,7 +28,7 @@ requeued AS (
         last_response = NULL, updated_at = now()
     FROM expired x
     WHERE d.id = x.id AND x.attempts - x.attempts_base < x.max_attempts
-    RETURNING d.id
+    RETURNING d.id, d.webhook
 ),
 died AS (
     DELETE FROM outbox.deliveries d
@@ -44,6 +45,6 @@ moved AS (
            NULL, 'attempt ' || f.attempts || ' abandoned: its relay did not report back', NULL
     FROM died f
 )
-SELECT id, false AS dead FROM requeued
+SELECT id, false AS dead, webhook FROM requeued
 UNION ALL
-SELECT id, true AS dead FROM died
+SELECT id, true AS dead, webhook FROM died

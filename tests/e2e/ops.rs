@@ -12,7 +12,7 @@ use outbox_testkit::{Reply, TestDb, TestReceiver, wait_until};
 use crate::support::*;
 
 /// The metric names of DESIGN §7, exactly.
-const METRICS: [&str; 11] = [
+const METRICS: [&str; 14] = [
     "outbox_events_routed_total",
     "outbox_deliveries_created_total",
     "outbox_delivery_attempts_total",
@@ -24,6 +24,9 @@ const METRICS: [&str; 11] = [
     "outbox_filter_errors_total",
     "outbox_listener_notifications_total",
     "outbox_db_reconnects_total",
+    "outbox_events_unroutable_total",
+    "outbox_attempts_abandoned_total",
+    "outbox_listener_connected",
 ];
 const OUTCOMES: [&str; 6] = [
     "success",
@@ -57,6 +60,10 @@ fn expected_series(webhooks: &[&str], nonzero: &[(String, f64)]) -> BTreeMap<Str
             format!("outbox_filter_errors_total{{webhook=\"{w}\"}}"),
             0.0,
         );
+        want.insert(
+            format!("outbox_attempts_abandoned_total{{webhook=\"{w}\"}}"),
+            0.0,
+        );
         for o in OUTCOMES {
             want.insert(
                 format!("outbox_delivery_attempts_total{{webhook=\"{w}\",outcome=\"{o}\"}}"),
@@ -83,6 +90,7 @@ fn expected_series(webhooks: &[&str], nonzero: &[(String, f64)]) -> BTreeMap<Str
     want.insert("outbox_oldest_pending_age_seconds".into(), 0.0);
     want.insert("outbox_events_routed_total".into(), 0.0);
     want.insert("outbox_db_reconnects_total".into(), 0.0);
+    want.insert("outbox_events_unroutable_total".into(), 0.0);
     for (k, v) in nonzero {
         want.insert(k.clone(), *v);
     }
@@ -148,7 +156,7 @@ async fn metrics_count_known_traffic_exactly() {
     let (mut relay, addr) = spawn_relay(&db, &[("RUST_LOG", "info,outbox_sender=debug")]).await;
     let metrics_url = format!("http://{addr}/metrics");
 
-    // Before any traffic: exactly the names of DESIGN §7, every series at zero.
+    // Before any traffic: exactly the documented names, every series at zero.
     let (status, text) = http("GET", &metrics_url, None).await;
     assert_eq!(status, 200);
     let mut names = METRICS.map(String::from).to_vec();

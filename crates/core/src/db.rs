@@ -154,6 +154,15 @@ pub fn is_connection_error(e: &tokio_postgres::Error) -> bool {
     }
 }
 
+/// Whether the statement failed because of the data of some row it wrote (a data exception, an
+/// integrity constraint, a value too large for an index), so that writing the other rows alone
+/// may succeed: classes 22, 23 and 54 of SQLSTATE. Connection, lock, timeout and privilege errors
+/// are not: they say nothing about any one row.
+pub fn is_data_error(e: &tokio_postgres::Error) -> bool {
+    e.code()
+        .is_some_and(|code| matches!(&code.code()[..2], "22" | "23" | "54"))
+}
+
 /// `url` (a `postgres://` URL or a key=value connection string) with its database replaced.
 pub fn with_database(url: &str, database: &str) -> String {
     if !url.contains("://") {

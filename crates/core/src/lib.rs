@@ -34,7 +34,7 @@ pub mod tls;
 
 pub use capture::{Capture, capture_in_use, set_capture};
 pub use error::Error;
-pub use event::Event;
+pub use event::{DecodeError, Event, MAX_JSON_DEPTH};
 pub use migrate::{SCHEMA_VERSION, SchemaStatus, migrate, schema_status};
 pub use spec::{
     AuthSpec, BasicAuth, RelationSpec, SignatureSpec, TlsSpec, WebhookSpec, parse_duration,

@@ -17,6 +17,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "captured events",
         include_str!("../../../sql/migrations/003_captured_events.sql"),
     ),
+    (
+        4,
+        "unroutable events",
+        include_str!("../../../sql/migrations/004_unroutable.sql"),
+    ),
 ];
 
 pub const ROUTE_LOCK: &str = include_str!("../../../sql/queries/route_lock.sql");
@@ -38,3 +43,12 @@ pub const RETENTION_DELIVERIES: &str =
 pub const RETENTION_EVENTS: &str = include_str!("../../../sql/queries/retention_events.sql");
 pub const QUEUED_DUE: &str = include_str!("../../../sql/queries/queued_due.sql");
 pub const ROUTE_NOTIFY: &str = include_str!("../../../sql/queries/route_notify.sql");
+pub const SET_ASIDE: &str = include_str!("../../../sql/queries/set_aside.sql");
+pub const UNROUTED: &str = include_str!("../../../sql/queries/unrouted.sql");
+pub const REROUTE_TAKE: &str = include_str!("../../../sql/queries/reroute_take.sql");
+pub const REROUTE_EVENTS: &str = include_str!("../../../sql/queries/reroute_events.sql");
+pub const REROUTE_EXISTING: &str = include_str!("../../../sql/queries/reroute_existing.sql");
+pub const REROUTE_DONE: &str = include_str!("../../../sql/queries/reroute_done.sql");
+pub const REROUTE_FAILED: &str = include_str!("../../../sql/queries/reroute_failed.sql");
+pub const WEBHOOK_GONE: &str = include_str!("../../../sql/queries/webhook_gone.sql");
+pub const ROUTING_HEALTH: &str = include_str!("../../../sql/queries/routing_health.sql");

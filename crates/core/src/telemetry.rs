@@ -1,4 +1,4 @@
-//! Every metric the relay exports, named in one place (DESIGN §7), with one function per thing
+//! Every metric the relay exports, named in one place, with one function per thing
 //! that happens. Label values come only from bounded sets: webhook names (configured by the
 //! operator), outcomes and statuses below. Never an error string, URL or id.
 
@@ -15,6 +15,9 @@ pub const OLDEST_PENDING_AGE: &str = "outbox_oldest_pending_age_seconds";
 pub const FILTER_ERRORS: &str = "outbox_filter_errors_total";
 pub const LISTENER_NOTIFICATIONS: &str = "outbox_listener_notifications_total";
 pub const DB_RECONNECTS: &str = "outbox_db_reconnects_total";
+pub const EVENTS_UNROUTABLE: &str = "outbox_events_unroutable_total";
+pub const ATTEMPTS_ABANDONED: &str = "outbox_attempts_abandoned_total";
+pub const LISTENER_CONNECTED: &str = "outbox_listener_connected";
 
 /// Outcome label values of [`DELIVERY_ATTEMPTS`].
 pub const OUTCOMES: [&str; 6] = [
@@ -41,6 +44,7 @@ pub fn register_webhook(webhook: &str) {
         counter!(DELIVERIES_COMPLETED, "webhook" => name.clone(), "status" => status).increment(0);
     }
     counter!(FILTER_ERRORS, "webhook" => name.clone()).increment(0);
+    counter!(ATTEMPTS_ABANDONED, "webhook" => name.clone()).increment(0);
     let _ = histogram!(ATTEMPT_DURATION, "webhook" => name.clone());
     let _ = histogram!(DELIVERY_LATENCY, "webhook" => name);
 }
@@ -50,6 +54,8 @@ pub fn register_global() {
     counter!(EVENTS_ROUTED).increment(0);
     counter!(LISTENER_NOTIFICATIONS).increment(0);
     counter!(DB_RECONNECTS).increment(0);
+    counter!(EVENTS_UNROUTABLE).increment(0);
+    gauge!(LISTENER_CONNECTED).set(0.0);
     for status in QUEUE_STATUSES {
         gauge!(QUEUE_DEPTH, "status" => status).set(0.0);
     }
@@ -97,4 +103,19 @@ pub fn listener_notification() {
 
 pub fn db_reconnect() {
     counter!(DB_RECONNECTS).increment(1);
+}
+
+/// Events set aside because they cannot be routed.
+pub fn events_unroutable(n: u64) {
+    counter!(EVENTS_UNROUTABLE).increment(n);
+}
+
+/// An attempt whose relay did not report back before its lease ran out, taken over by a rescue.
+pub fn attempt_abandoned(webhook: &str) {
+    counter!(ATTEMPTS_ABANDONED, "webhook" => webhook.to_string()).increment(1);
+}
+
+/// Whether the dedicated LISTEN connection is up (polling alone serves while it is not).
+pub fn listener_connected(up: bool) {
+    gauge!(LISTENER_CONNECTED).set(if up { 1.0 } else { 0.0 });
 }

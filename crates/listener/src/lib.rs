@@ -28,8 +28,12 @@
 
 mod error;
 mod listen;
+mod plan;
+mod reroute;
 mod router;
+mod write;
 
 pub use error::Error;
 pub use listen::{CHANNEL_CONFIG, CHANNEL_DELIVERIES, CHANNEL_EVENTS, Wakeups, listen};
+pub use reroute::{Rerouted, Unrouted, reroute, unrouted};
 pub use router::{PageOutcome, Router, Routing, Target};

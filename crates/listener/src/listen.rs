@@ -41,18 +41,30 @@ pub async fn listen(
     target.config.application_name("outbox-relay listener");
     let mut backoff = Duration::from_millis(100);
     let mut first = true;
+    let mut failures = 0u32;
     loop {
         if shutdown.is_cancelled() {
             return;
         }
-        match session(&target, &wakeups, &shutdown, &mut first, &mut backoff).await {
+        let result = session(&target, &wakeups, &shutdown, &mut first, &mut backoff).await;
+        telemetry::listener_connected(false);
+        match result {
             Ok(()) => return, // shut down
-            Err(e) => {
-                if first {
-                    tracing::warn!(error = %e, "cannot open the LISTEN connection; polling meanwhile");
-                } else {
-                    tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
+            Err(SessionError::Lost(e)) => {
+                failures = 0;
+                tracing::warn!(error = %e, "LISTEN connection lost; polling every poll_interval until it is back");
+            }
+            Err(SessionError::Open(e)) => {
+                // Said on the first failure and then about once a minute, so a relay that cannot
+                // get its LISTEN connection (e.g. max_connections reached) is never quietly slow.
+                if failures.is_multiple_of(12) {
+                    tracing::warn!(
+                        error = %e,
+                        failures = failures + 1,
+                        "cannot open the LISTEN connection; polling every poll_interval meanwhile (outbox_listener_connected = 0)"
+                    );
                 }
+                failures += 1;
             }
         }
         tokio::select! {
@@ -63,6 +75,14 @@ pub async fn listen(
     }
 }
 
+/// Why a LISTEN session ended.
+enum SessionError {
+    /// The connection could not be opened, or LISTEN failed on it.
+    Open(String),
+    /// An established connection broke.
+    Lost(String),
+}
+
 /// One connection's life. Returns Ok on shutdown, Err when the connection failed or broke.
 async fn session(
     target: &outbox_core::db::Target,
@@ -70,11 +90,11 @@ async fn session(
     shutdown: &CancellationToken,
     first: &mut bool,
     backoff: &mut Duration,
-) -> Result<(), String> {
+) -> Result<(), SessionError> {
     let (client, mut connection) = target
         .connect_raw()
         .await
-        .map_err(|e| outbox_core::db::describe(&e))?;
+        .map_err(|e| SessionError::Open(outbox_core::db::describe(&e)))?;
     // The connection must be polled for the LISTEN below to complete, and it is the only place
     // notifications surface, so drive it from its own task.
     let (closed_tx, mut closed_rx) = tokio::sync::oneshot::channel::<String>();
@@ -106,8 +126,9 @@ async fn session(
         .await;
     if let Err(e) = listened {
         driver.abort();
-        return Err(outbox_core::db::describe(&e));
+        return Err(SessionError::Open(outbox_core::db::describe(&e)));
     }
+    telemetry::listener_connected(true);
     if *first {
         tracing::debug!("listening for notifications");
     } else {
@@ -124,6 +145,8 @@ async fn session(
             driver.abort();
             Ok(())
         }
-        reason = &mut closed_rx => Err(reason.unwrap_or_else(|_| "connection driver stopped".into())),
+        reason = &mut closed_rx => Err(SessionError::Lost(
+            reason.unwrap_or_else(|_| "connection driver stopped".into()),
+        )),
     }
 }

@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use deadpool_postgres::Pool;
@@ -6,6 +6,8 @@ use outbox_core::{Event, sql, telemetry};
 
 use crate::Error;
 use crate::listen::CHANNEL_DELIVERIES;
+use crate::plan::{Plan, plan_deliveries};
+use crate::write::{Unroutable, Writing, set_aside, write_deliveries};
 
 /// A webhook an event is routed to, with the webhook settings that shape its delivery row.
 #[derive(Debug, Clone)]
@@ -47,6 +49,8 @@ pub struct PageOutcome {
     /// transactions that started before the switch may still arrive without a notification, so
     /// the caller should look again shortly.
     pub went_idle: bool,
+    /// Events set aside as unroutable (listed in `outbox.unroutable_events`).
+    pub unroutable: usize,
 }
 
 /// Routes committed events into deliveries, one page per transaction.
@@ -95,15 +99,41 @@ impl Router {
     /// Matching (patterns and CEL filters) runs on tokio's blocking pool, so however costly the
     /// filters of a page are, they never hold up the async reactor that the sender, the listener
     /// and the HTTP endpoint share.
+    ///
+    /// One bad event never holds up the page: an event whose row cannot be read, that shares its
+    /// id with another, whose matching panics, or whose deliveries the database refuses (found by
+    /// writing the page again in halves, see [`crate::write`]) is set aside in
+    /// `outbox.unroutable_events` with its reason, and the rest is routed.
     pub async fn route_page(
         &self,
         routing: Arc<dyn Routing>,
     ) -> Result<Option<PageOutcome>, Error> {
+        match self
+            .route_page_with(routing.clone(), Writing::Whole)
+            .await?
+        {
+            Routed::Done(outcome) => Ok(outcome),
+            // Some row of the page was refused; the transaction rolled back. Route the same page
+            // again, writing it in parts until the rows to blame are found.
+            Routed::Refused => match self.route_page_with(routing, Writing::Isolating).await? {
+                Routed::Done(outcome) => Ok(outcome),
+                Routed::Refused => Err(Error::Routing(
+                    "the database refused a page of deliveries even when written in parts".into(),
+                )),
+            },
+        }
+    }
+
+    async fn route_page_with(
+        &self,
+        routing: Arc<dyn Routing>,
+        writing: Writing,
+    ) -> Result<Routed, Error> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let lock = tx.prepare_cached(sql::ROUTE_LOCK).await?;
         let Some(cursor) = tx.query_opt(&lock, &[]).await? else {
-            return Ok(None);
+            return Ok(Routed::Done(None));
         };
         let cursor_txid: String = cursor.try_get(0)?;
         let cursor_id: i64 = cursor.try_get(1)?;
@@ -142,18 +172,15 @@ impl Router {
             for row in &rows {
                 if row.try_get::<_, i64>(9)? != version {
                     // Dropping the transaction rolls back the window advance too.
-                    return Ok(Some(PageOutcome {
+                    return Ok(Routed::Done(Some(PageOutcome {
                         stale_config: true,
                         more: true,
                         ..PageOutcome::default()
-                    }));
+                    })));
                 }
             }
         }
-        let mut events = Vec::with_capacity(rows.len());
-        for row in &rows {
-            events.push(Event::from_row(row, 0)?);
-        }
+        let (events, mut unroutable) = decode_page(&rows);
 
         let (events, plan) = if events.is_empty() {
             (events, Plan::default())
@@ -165,59 +192,32 @@ impl Router {
             .await
             .map_err(|e| Error::Routing(e.to_string()))?
         };
+        for (i, reason) in &plan.panicked {
+            unroutable.push(Unroutable::of(&events[*i], reason.clone()));
+        }
         let mut outcome = PageOutcome {
-            events: events.len(),
+            events: rows.len(),
             coalesced: plan.folded,
             ..PageOutcome::default()
         };
-        let mut created_by_webhook: HashMap<i64, (Arc<str>, u64)> = HashMap::new();
-        if !plan.rows.is_empty() {
-            let insert = tx.prepare_cached(sql::ROUTE_INSERT).await?;
-            let p = &plan;
-            let result = tx
-                .query(
-                    &insert,
-                    &[
-                        &p.col(|r| r.target.webhook_id),
-                        &p.col(|r| &*r.target.webhook),
-                        &p.col(|r| events[r.event].id),
-                        &p.col(|r| events[r.event].event_type.as_str()),
-                        &p.col(|r| events[r.event].entity.as_str()),
-                        &p.col(|r| events[r.event].entity_id.as_str()),
-                        &p.col(|r| r.target.priority),
-                        &p.col(|r| r.target.coalesce),
-                        &p.col(|r| r.target.ordered),
-                        &p.col(|r| r.folded),
-                        &p.col(|r| r.first_of_key),
-                    ],
-                )
+        let Some(written) = write_deliveries(&tx, &plan, &events, writing).await? else {
+            return Ok(Routed::Refused);
+        };
+        outcome.created = written.created;
+        outcome.coalesced += written.coalesced;
+        for (i, reason) in written.refused {
+            unroutable.push(Unroutable::of(&events[i], reason));
+        }
+        // Other relays' senders learn of new deliveries from a NOTIFY, at most ten times a
+        // second: they poll anyway, and every NOTIFY serialises this commit with every other
+        // NOTIFYing commit. This relay's own sender is woken directly by the caller.
+        if outcome.created > 0 && self.notify_due() {
+            tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL_DELIVERIES])
                 .await?;
-            let names: HashMap<i64, &Arc<str>> = plan
-                .rows
-                .iter()
-                .map(|r| (r.target.webhook_id, &r.target.webhook))
-                .collect();
-            for row in result {
-                let webhook_id: i64 = row.try_get(0)?;
-                if row.try_get::<_, bool>(1)? {
-                    outcome.created += 1;
-                    if let Some(name) = names.get(&webhook_id) {
-                        created_by_webhook
-                            .entry(webhook_id)
-                            .or_insert_with(|| ((*name).clone(), 0))
-                            .1 += 1;
-                    }
-                } else {
-                    outcome.coalesced += 1;
-                }
-            }
-            // Other relays' senders learn of new deliveries from a NOTIFY, at most ten times a
-            // second: they poll anyway, and every NOTIFY serialises this commit with every other
-            // NOTIFYing commit. This relay's own sender is woken directly by the caller.
-            if outcome.created > 0 && self.notify_due() {
-                tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL_DELIVERIES])
-                    .await?;
-            }
+        }
+        if !unroutable.is_empty() {
+            set_aside(&tx, &unroutable).await?;
+            outcome.unroutable = unroutable.len();
         }
 
         if let Some((txid, id)) = &cursor {
@@ -238,169 +238,56 @@ impl Router {
         tx.commit().await?;
 
         telemetry::events_routed(outcome.events as u64);
-        for (name, n) in created_by_webhook.values() {
+        for (name, n) in written.created_by_webhook.values() {
             telemetry::deliveries_created(name, *n);
         }
-        Ok(Some(outcome))
-    }
-}
-
-/// One delivery row to write.
-struct PlannedRow {
-    event: usize,
-    target: Target,
-    /// Events of this page folded into this one (coalescing).
-    folded: i32,
-    /// First delivery of its (webhook, record) in this page (ordered webhooks park the rest).
-    first_of_key: bool,
-}
-
-#[derive(Default)]
-struct Plan {
-    rows: Vec<PlannedRow>,
-    folded: usize,
-}
-
-impl Plan {
-    fn col<'a, T>(&'a self, f: impl Fn(&'a PlannedRow) -> T) -> Vec<T> {
-        self.rows.iter().map(f).collect()
-    }
-}
-
-/// Routes every event of the page, folds coalescing duplicates within the page into the newest
-/// event of each record, and orders rows by event id so ordered webhooks see events in order.
-fn plan_deliveries(events: &[Event], routing: &dyn Routing) -> Plan {
-    let mut rows: Vec<PlannedRow> = Vec::new();
-    let mut targets = Vec::new();
-    for (i, event) in events.iter().enumerate() {
-        targets.clear();
-        routing.route(event, &mut targets);
-        rows.extend(targets.drain(..).map(|target| PlannedRow {
-            event: i,
-            target,
-            folded: 0,
-            first_of_key: true,
-        }));
-    }
-    rows.sort_by_key(|r| events[r.event].id);
-
-    // Coalescing: keep the newest event per (webhook, record); count the ones it replaces.
-    let mut folded = 0;
-    let mut newest: HashMap<(i64, &str, &str), usize> = HashMap::new();
-    for (i, r) in rows.iter().enumerate() {
-        if r.target.coalesce {
-            let e = &events[r.event];
-            newest.insert((r.target.webhook_id, &e.entity, &e.entity_id), i);
-        }
-    }
-    if !newest.is_empty() {
-        let mut keep = vec![true; rows.len()];
-        let mut extra: HashMap<usize, i32> = HashMap::new();
-        for (i, r) in rows.iter().enumerate() {
-            if r.target.coalesce {
-                let e = &events[r.event];
-                let winner =
-                    newest[&(r.target.webhook_id, e.entity.as_str(), e.entity_id.as_str())];
-                if winner != i {
-                    keep[i] = false;
-                    *extra.entry(winner).or_default() += 1;
-                    folded += 1;
-                }
+        if !unroutable.is_empty() {
+            telemetry::events_unroutable(unroutable.len() as u64);
+            for u in unroutable.iter().take(10) {
+                tracing::warn!(
+                    event_id = u.event_id,
+                    event_type = %u.event_type,
+                    reason = %u.reason,
+                    "set an event aside as unroutable; every other event keeps flowing (see `outbox-relay events unrouted`)"
+                );
+            }
+            if unroutable.len() > 10 {
+                tracing::warn!(
+                    more = unroutable.len() - 10,
+                    "set more events of this page aside as unroutable"
+                );
             }
         }
-        for (winner, n) in extra {
-            rows[winner].folded = n;
-        }
-        let mut i = 0;
-        rows.retain(|_| {
-            i += 1;
-            keep[i - 1]
-        });
+        Ok(Routed::Done(Some(outcome)))
     }
-
-    // Ordered: only the first row of each (webhook, record) may be sendable right away.
-    let mut seen: HashMap<(i64, &str, &str), ()> = HashMap::new();
-    for r in rows.iter_mut() {
-        if r.target.ordered {
-            let e = &events[r.event];
-            r.first_of_key = seen
-                .insert((r.target.webhook_id, &e.entity, &e.entity_id), ())
-                .is_none();
-        }
-    }
-    Plan { rows, folded }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::Utc;
+/// What one try at routing a page came to.
+enum Routed {
+    /// Routed (or nothing to do: `None` when another relay holds the cursor).
+    Done(Option<PageOutcome>),
+    /// Writing the page whole was refused because of some row; nothing was committed.
+    Refused,
+}
 
-    struct All(Vec<Target>);
-    impl Routing for All {
-        fn route(&self, _event: &Event, out: &mut Vec<Target>) {
-            out.extend(self.0.iter().cloned());
+/// Reads the page's events. Rows that cannot be read, and every later row reusing an event id
+/// already in the page, are returned to be set aside instead.
+fn decode_page(rows: &[tokio_postgres::Row]) -> (Vec<Event>, Vec<Unroutable>) {
+    let mut events = Vec::with_capacity(rows.len());
+    let mut unroutable = Vec::new();
+    let mut ids = HashSet::with_capacity(rows.len());
+    for row in rows {
+        match Event::from_row(row, 0) {
+            Ok(event) if ids.insert(event.id) => events.push(event),
+            Ok(event) => unroutable.push(Unroutable::of(
+                &event,
+                format!(
+                    "another event has the same id {}; event ids must be unique (an INSERT that supplied its own id, e.g. with OVERRIDING SYSTEM VALUE, bypassed the sequence)",
+                    event.id
+                ),
+            )),
+            Err(e) => unroutable.push(Unroutable::from_row(row, e.to_string())),
         }
     }
-
-    fn event(id: i64, entity_id: &str) -> Event {
-        Event {
-            id,
-            event_type: "order.updated".into(),
-            entity: "order".into(),
-            entity_id: entity_id.into(),
-            data: serde_json::json!({}),
-            old: None,
-            metadata: serde_json::json!({}),
-            created_at: Utc::now(),
-        }
-    }
-
-    fn target(id: i64, coalesce: bool, ordered: bool) -> Target {
-        Target {
-            webhook_id: id,
-            webhook: format!("w{id}").into(),
-            priority: 0,
-            coalesce,
-            ordered,
-        }
-    }
-
-    #[test]
-    fn coalescing_keeps_the_newest_event_per_record() {
-        let events = vec![event(3, "a"), event(1, "a"), event(2, "b"), event(4, "a")];
-        let plan = plan_deliveries(&events, &All(vec![target(1, true, false)]));
-        let kept: Vec<(i64, i32)> = plan
-            .rows
-            .iter()
-            .map(|r| (events[r.event].id, r.folded))
-            .collect();
-        assert_eq!(kept, vec![(2, 0), (4, 2)]);
-        assert_eq!(plan.folded, 2);
-    }
-
-    #[test]
-    fn ordered_marks_only_the_first_of_each_record() {
-        let events = vec![event(2, "a"), event(1, "a"), event(3, "b")];
-        let plan = plan_deliveries(
-            &events,
-            &All(vec![target(1, false, true), target(2, false, false)]),
-        );
-        let marks: Vec<(i64, i64, bool)> = plan
-            .rows
-            .iter()
-            .map(|r| (r.target.webhook_id, events[r.event].id, r.first_of_key))
-            .collect();
-        assert_eq!(
-            marks,
-            vec![
-                (1, 1, true),
-                (2, 1, true),
-                (1, 2, false),
-                (2, 2, true),
-                (1, 3, true),
-                (2, 3, true)
-            ]
-        );
-    }
+    (events, unroutable)
 }

@@ -38,6 +38,11 @@ pub enum Command {
         #[command(subcommand)]
         command: DeliveriesCommand,
     },
+    /// Events the relay set aside because it could not route them: list them, route them again.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
     /// Render (and optionally send) a webhook's request for the latest event of one record.
     Test(TestArgs),
     /// List the merge fields templates can use, from the latest event of a type (or record).
@@ -161,6 +166,30 @@ pub enum DeliveriesCommand {
     },
     /// Re-queue deliveries with a fresh attempt budget (they keep their webhook-id).
     Retry(RetryArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// List the events set aside as unroutable, with the reason for each.
+    Unrouted {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Route set-aside events again (after fixing the cause), by the webhooks as they are now.
+    Reroute(RerouteArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RerouteArgs {
+    /// Event ids, as `events unrouted` lists them.
+    pub ids: Vec<i64>,
+    /// Every event listed by `events unrouted`.
+    #[arg(long, conflicts_with = "ids")]
+    pub all: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

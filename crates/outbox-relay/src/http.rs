@@ -10,11 +10,11 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use deadpool_postgres::Pool;
 use metrics_exporter_prometheus::PrometheusHandle;
-use outbox_core::SchemaStatus;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Failure;
+use crate::health::Readiness;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -23,6 +23,8 @@ pub struct AppState {
     pub admin_token: Option<Arc<str>>,
     /// Sends the one-off requests of `POST /api/webhooks/{name}/test` with `send`.
     pub transport: outbox_sender::HttpTransport,
+    /// What the relay's tasks report for `/readyz`.
+    pub health: Arc<crate::health::Health>,
 }
 
 /// Binds the endpoint. Without `OUTBOX_ADMIN_TOKEN` only loopback addresses are allowed, since the
@@ -69,31 +71,8 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let client = match state.pool.get().await {
-        Ok(c) => c,
-        Err(e) => {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("database unreachable: {}\n", outbox_core::Error::from(e)),
-            );
-        }
-    };
-    match outbox_core::schema_status(&client).await {
-        Ok(SchemaStatus::Current) => (StatusCode::OK, "ready\n".to_string()),
-        Ok(SchemaStatus::Missing) | Ok(SchemaStatus::Behind { .. }) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "database schema is not current: run outbox-relay migrate\n".to_string(),
-        ),
-        Ok(SchemaStatus::Ahead { found }) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "database schema version {found} is newer than this relay ({}); upgrade the relay\n",
-                outbox_core::SCHEMA_VERSION
-            ),
-        ),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("database unreachable: {e}\n"),
-        ),
+    match crate::health::check(&state.pool, &state.health).await {
+        Readiness::Ready => (StatusCode::OK, "ready\n".to_string()),
+        Readiness::NotReady(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
     }
 }

@@ -22,6 +22,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod health;
 pub mod http;
 mod output;
 pub mod receiver;
@@ -31,7 +32,7 @@ pub mod sampler;
 pub mod telemetry;
 pub mod verify;
 
-use cli::{Cli, Command, DeliveriesCommand, WebhooksCommand};
+use cli::{Cli, Command, DeliveriesCommand, EventsCommand, WebhooksCommand};
 use error::Failure;
 
 /// Runs one command to completion.
@@ -119,6 +120,10 @@ pub async fn execute(cli: Cli) -> Result<(), Failure> {
                 commands::deliveries::show(&url()?, *id, *json).await
             }
             DeliveriesCommand::Retry(args) => commands::deliveries::retry(&url()?, args).await,
+        },
+        Command::Events { command } => match command {
+            EventsCommand::Unrouted { json } => commands::events::unrouted(&url()?, *json).await,
+            EventsCommand::Reroute(args) => commands::events::reroute(&url()?, args).await,
         },
         Command::Test(args) => {
             let request = commands::test_cmd::PreviewRequest {

@@ -14,10 +14,15 @@ use tokio_util::sync::CancellationToken;
 use crate::catalog::Catalog;
 use crate::config::Settings;
 use crate::error::Failure;
+use crate::health::Health;
 use crate::http;
 
 /// How often the catalog is reloaded without a notification.
 const RELOAD_EVERY: Duration = Duration::from_secs(30);
+/// On shutdown, how long results that cannot be recorded (the database is down) are retried.
+const RECORD_GRACE: Duration = Duration::from_secs(10);
+/// On shutdown, how long the background tasks get to finish once the sender has stopped.
+const BACKGROUND_GRACE: Duration = Duration::from_secs(2);
 
 /// A running relay.
 pub struct Relay {
@@ -91,6 +96,7 @@ impl Relay {
 
         let shutdown = CancellationToken::new();
         let wakeups = Arc::new(Wakeups::default());
+        let health = Arc::new(Health::default());
         let owner = owner_name();
         tracing::info!(relay = %owner, listen = %addr, %capture, "relay started");
 
@@ -113,6 +119,7 @@ impl Relay {
                 pool.clone(),
                 wakeups.clone(),
                 settings.clone(),
+                health.clone(),
                 shutdown.clone(),
             )),
             tokio::spawn(vacuum_loop(pool.clone(), shutdown.clone())),
@@ -134,6 +141,7 @@ impl Relay {
                         settings.deny_networks.clone(),
                     ))
                     .map_err(|e| Failure::runtime(e.to_string()))?,
+                    health,
                 },
                 shutdown.clone(),
             )),
@@ -149,6 +157,7 @@ impl Relay {
                 poll_interval: settings.poll_interval,
                 lease: settings.lease,
                 relation_timeout: Duration::from_secs(5),
+                record_grace: RECORD_GRACE,
             },
             owner,
             install_id,
@@ -157,8 +166,14 @@ impl Relay {
         let sender_shutdown = shutdown.clone();
         let task = tokio::spawn(async move {
             sender.run(sender_shutdown).await;
-            for task in background {
-                let _ = task.await;
+            // The other tasks stop on the same token; one stuck waiting for an unreachable
+            // database is not waited for long (none of them holds anything that a rollback or
+            // the next start does not undo).
+            let deadline = tokio::time::Instant::now() + BACKGROUND_GRACE;
+            for mut task in background {
+                if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                    task.abort();
+                }
             }
             tracing::info!("relay stopped");
         });
@@ -313,6 +328,7 @@ async fn route_loop(
     pool: Pool,
     wakeups: Arc<Wakeups>,
     settings: Settings,
+    health: Arc<Health>,
     shutdown: CancellationToken,
 ) {
     let high_water = QUEUE_HIGH_WATER.max(100 * settings.claim_batch as i64);
@@ -339,12 +355,14 @@ async fn route_loop(
                             );
                         }
                         paused = true;
+                        health.set_routing_paused(true);
                     }
                     Ok(due) if due < high_water / 2 => {
                         if paused {
                             tracing::info!(due, "routing resumes");
                         }
                         paused = false;
+                        health.set_routing_paused(false);
                     }
                     Ok(_) => {}
                     Err(e) => tracing::debug!(error = %e, "could not measure the queue"),

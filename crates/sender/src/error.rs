@@ -16,6 +16,15 @@ impl Error {
             Error::Client(_) => false,
         }
     }
+
+    /// Whether the database refused a statement because of the data of some row it wrote
+    /// ([`outbox_core::db::is_data_error`]).
+    pub fn is_data_error(&self) -> bool {
+        match self {
+            Error::Core(outbox_core::Error::Db(e)) => outbox_core::db::is_data_error(e),
+            _ => false,
+        }
+    }
 }
 
 impl From<tokio_postgres::Error> for Error {

@@ -39,7 +39,7 @@ mod transport;
 
 pub use endpoint::{Directory, Endpoint, FieldError};
 pub use error::Error;
-pub use policy::{NetworkPolicy, Outcome};
+pub use policy::{AttemptOutcome, NetworkPolicy};
 pub use related::RelatedError;
 pub use request::{USER_AGENT, build_request, message_id};
 pub use runtime::{Sender, SenderOptions};

@@ -6,9 +6,10 @@ use std::time::{Duration, SystemTime};
 use ipnet::IpNet;
 use rand::Rng;
 
-/// How an attempt ended (the `outcome` label of `outbox_delivery_attempts_total`).
+/// How one attempt's request went: the `outcome` column of `outbox.attempts` and the `outcome`
+/// label of `outbox_delivery_attempts_total`. (What becomes of the delivery is decided from it.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum AttemptOutcome {
     Success,
     HttpError,
     Timeout,
@@ -17,15 +18,15 @@ pub enum Outcome {
     Refused,
 }
 
-impl Outcome {
+impl AttemptOutcome {
     pub fn label(self) -> &'static str {
         match self {
-            Outcome::Success => "success",
-            Outcome::HttpError => "http_error",
-            Outcome::Timeout => "timeout",
-            Outcome::ConnectError => "connect_error",
-            Outcome::RenderError => "render_error",
-            Outcome::Refused => "refused",
+            AttemptOutcome::Success => "success",
+            AttemptOutcome::HttpError => "http_error",
+            AttemptOutcome::Timeout => "timeout",
+            AttemptOutcome::ConnectError => "connect_error",
+            AttemptOutcome::RenderError => "render_error",
+            AttemptOutcome::Refused => "refused",
         }
     }
 }

@@ -288,7 +288,7 @@ pub async fn latest_event(
         .await?;
     row.map(|r| Event::from_row(&r, 0))
         .transpose()
-        .map_err(Failure::from)
+        .map_err(|e| Failure::runtime(format!("the latest matching event cannot be used: {e}")))
 }
 
 /// The relation queries defined for `entity`.

@@ -1,0 +1,300 @@
+//! One attempt as a chain of small typed steps: [`Claimed`] → [`Prepared`] (related records,
+//! rendered, signed) → [`Sent`] (what the receiver or the network said) → [`Outcome`] with the
+//! [`AttemptRecord`] to log. Every step keeps to the [`Deadline`] derived from the claim's lease:
+//! a request that could no longer finish within the lease is not sent.
+
+use std::time::{Instant, SystemTime};
+
+use chrono::{DateTime, Utc};
+use outbox_core::{DecodeError, Event, telemetry};
+use serde_json::{Map, Value};
+use tracing::Instrument;
+
+use super::outcome::AttemptRecord;
+use super::{Completion, Deadline, Outcome, Shared};
+use crate::endpoint::{Directory, Endpoint};
+use crate::policy::{self, AttemptOutcome};
+use crate::related;
+use crate::request::{build_request, message_id};
+use crate::transport::{OutboundRequest, Response, TransportErrorKind};
+
+/// A claimed delivery: the claim is committed (durably) and leased to this relay.
+pub(crate) struct Claimed {
+    pub delivery_id: i64,
+    pub attempt: i32,
+    pub attempts_base: i32,
+    /// The event, or why its row could not be read.
+    pub event: Result<Event, DecodeError>,
+    pub event_created_at: DateTime<Utc>,
+    pub deadline: Deadline,
+}
+
+/// Rendered and signed: the exact request to send.
+struct Prepared {
+    request: OutboundRequest,
+}
+
+/// Why an attempt did not get as far as sending.
+enum Unprepared {
+    /// It failed (render error, related records): an attempt like any other.
+    Failed(String),
+    /// Its lease would not cover the request any more: nothing is sent.
+    OutOfTime(String),
+}
+
+/// What sending came to.
+enum Sent {
+    Response(Response),
+    Failed {
+        outcome: AttemptOutcome,
+        error: String,
+    },
+}
+
+/// Runs one attempt, in a span of its own.
+pub(crate) async fn run(
+    shared: &Shared,
+    endpoint: &Endpoint,
+    directory: &Directory,
+    claimed: Claimed,
+) -> Completion {
+    let span = tracing::info_span!(
+        "attempt",
+        webhook = %endpoint.name,
+        delivery = claimed.delivery_id,
+        attempt = claimed.attempt
+    );
+    attempt(shared, endpoint, directory, claimed)
+        .instrument(span)
+        .await
+}
+
+async fn attempt(
+    shared: &Shared,
+    endpoint: &Endpoint,
+    directory: &Directory,
+    claimed: Claimed,
+) -> Completion {
+    let started_at = Utc::now();
+    let clock = Instant::now();
+    let sent = match prepare(shared, endpoint, directory, &claimed).await {
+        Ok(prepared) if claimed.deadline.may_send(Instant::now()) => {
+            send(shared, prepared, &claimed.deadline).await
+        }
+        Ok(_) => {
+            return abandon(
+                endpoint,
+                &claimed,
+                "it was ready to send too late to finish within its lease",
+            );
+        }
+        Err(Unprepared::OutOfTime(why)) => return abandon(endpoint, &claimed, &why),
+        Err(Unprepared::Failed(error)) => Sent::Failed {
+            outcome: AttemptOutcome::RenderError,
+            error,
+        },
+    };
+    let elapsed = clock.elapsed();
+    let (outcome, record) = decide(endpoint, &claimed, sent, started_at, elapsed);
+    telemetry::attempt_finished(
+        &endpoint.name,
+        record.outcome.label(),
+        elapsed.as_secs_f64(),
+    );
+    tracing::debug!(
+        outcome = record.outcome.label(),
+        status = record.http_status,
+        next = outcome.label(),
+        "attempt finished"
+    );
+    Completion {
+        delivery_id: claimed.delivery_id,
+        attempt: claimed.attempt,
+        webhook_id: endpoint.id,
+        webhook: endpoint.name.clone(),
+        event_created_at: claimed.event_created_at,
+        outcome,
+        record: Some(record),
+    }
+}
+
+/// Related records, then the request rendered and signed.
+async fn prepare(
+    shared: &Shared,
+    endpoint: &Endpoint,
+    directory: &Directory,
+    claimed: &Claimed,
+) -> Result<Prepared, Unprepared> {
+    let event = claimed.event.as_ref().map_err(|e| {
+        Unprepared::Failed(format!(
+            "cannot read event {} of this delivery: {e}",
+            claimed.delivery_id
+        ))
+    })?;
+    let related = load_related(shared, endpoint, directory, event, &claimed.deadline).await?;
+    let id = message_id(&shared.install_id, claimed.delivery_id);
+    build_request(
+        endpoint,
+        event,
+        claimed.delivery_id,
+        claimed.attempt,
+        &id,
+        Utc::now().timestamp(),
+        &related,
+    )
+    .map(|request| Prepared { request })
+    .map_err(|e| Unprepared::Failed(e.to_string()))
+}
+
+/// Loads the related records the webhook's templates use ([`related`]), within the deadline.
+async fn load_related(
+    shared: &Shared,
+    endpoint: &Endpoint,
+    directory: &Directory,
+    event: &Event,
+    deadline: &Deadline,
+) -> Result<Map<String, Value>, Unprepared> {
+    let names = related::wanted(&endpoint.templates, &directory.relations, &event.entity);
+    if names.is_empty() {
+        return Ok(Map::new());
+    }
+    let send_by = tokio::time::Instant::from_std(deadline.send_by);
+    let mut client = match tokio::time::timeout_at(send_by, shared.pool.get()).await {
+        Ok(Ok(client)) => client,
+        Ok(Err(e)) => {
+            return Err(Unprepared::Failed(format!(
+                "cannot load related records: {}",
+                outbox_core::Error::from(e)
+            )));
+        }
+        Err(_) => {
+            return Err(Unprepared::OutOfTime(
+                "no database connection for its related records came before its lease would no longer cover the request".into(),
+            ));
+        }
+    };
+    let left = deadline.send_by.saturating_duration_since(Instant::now());
+    related::load(
+        &mut client,
+        &directory.relations,
+        &names,
+        event,
+        shared.options.relation_timeout.min(left),
+    )
+    .await
+    .map_err(|e| Unprepared::Failed(e.to_string()))
+}
+
+/// Sends the request; it must be over by the deadline whatever the transport does.
+async fn send(shared: &Shared, prepared: Prepared, deadline: &Deadline) -> Sent {
+    let done_by = tokio::time::Instant::from_std(deadline.done_by);
+    match tokio::time::timeout_at(done_by, shared.transport.send(prepared.request)).await {
+        Ok(Ok(response)) => Sent::Response(response),
+        Ok(Err(e)) => Sent::Failed {
+            outcome: match e.kind {
+                TransportErrorKind::Timeout => AttemptOutcome::Timeout,
+                TransportErrorKind::Connect => AttemptOutcome::ConnectError,
+                TransportErrorKind::Refused => AttemptOutcome::Refused,
+            },
+            error: e.message,
+        },
+        Err(_) => Sent::Failed {
+            outcome: AttemptOutcome::Timeout,
+            error: "no complete response before the attempt's lease ran out".into(),
+        },
+    }
+}
+
+/// The attempt's record and what becomes of the delivery.
+fn decide(
+    endpoint: &Endpoint,
+    claimed: &Claimed,
+    sent: Sent,
+    started_at: DateTime<Utc>,
+    elapsed: std::time::Duration,
+) -> (Outcome, AttemptRecord) {
+    let mut record = AttemptRecord {
+        outcome: AttemptOutcome::Success,
+        started_at,
+        duration_ms: elapsed.as_millis().min(i32::MAX as u128) as i32,
+        http_status: None,
+        error: None,
+        response: None,
+    };
+    let budget_spent = claimed.attempt - claimed.attempts_base >= endpoint.max_attempts;
+    let retry_at = |asked: Option<std::time::Duration>| {
+        let used = claimed.attempt - claimed.attempts_base;
+        let delay = asked.unwrap_or_else(|| policy::retry_delay(&endpoint.schedule, used));
+        Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default()
+    };
+    let failed = |asked| {
+        if budget_spent {
+            Outcome::Dead
+        } else {
+            Outcome::Retry {
+                at: retry_at(asked),
+            }
+        }
+    };
+    let outcome = match sent {
+        Sent::Response(response) => {
+            record.http_status = Some(i32::from(response.status));
+            record.response = Some(response.body);
+            if (200..300).contains(&response.status) {
+                Outcome::Succeeded
+            } else {
+                record.outcome = AttemptOutcome::HttpError;
+                record.error = Some(status_error(response.status));
+                let asked = match response.status {
+                    429 | 503 => response.retry_after.as_deref().and_then(|v| {
+                        policy::retry_after(v, &endpoint.schedule, SystemTime::now())
+                    }),
+                    _ => None,
+                };
+                match (response.status, failed(asked)) {
+                    (410, Outcome::Retry { at }) => Outcome::Gone { retry_at: Some(at) },
+                    (410, _) => Outcome::Gone { retry_at: None },
+                    (_, outcome) => outcome,
+                }
+            }
+        }
+        Sent::Failed { outcome, error } => {
+            record.outcome = outcome;
+            record.error = Some(error);
+            failed(None)
+        }
+    };
+    (outcome, record)
+}
+
+/// Gives the claim back unused: nothing was sent.
+fn abandon(endpoint: &Endpoint, claimed: &Claimed, why: &str) -> Completion {
+    tracing::warn!(
+        reason = why,
+        "not sending: the claim is released and the delivery queued again without using an attempt"
+    );
+    Completion {
+        delivery_id: claimed.delivery_id,
+        attempt: claimed.attempt,
+        webhook_id: endpoint.id,
+        webhook: endpoint.name.clone(),
+        event_created_at: claimed.event_created_at,
+        outcome: Outcome::Abandoned,
+        record: None,
+    }
+}
+
+fn status_error(status: u16) -> String {
+    let reason = reqwest::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let hint = match status {
+        300..=399 => " (redirects are not followed; point the webhook at the final URL)",
+        410 => " (the webhook was switched off)",
+        _ => "",
+    };
+    format!("HTTP {status} {reason}{hint}")
+        .trim_end()
+        .to_string()
+}

@@ -1,0 +1,259 @@
+//! The dispatcher: claims due deliveries and starts one attempt task per claimed delivery, within
+//! the relay's `concurrency` and each webhook's `max_in_flight`.
+//!
+//! A claim is one statement (`sql/queries/claim.sql`) for every webhook with free slots. It
+//! commits durably (the claim's WAL is flushed before the statement returns) before any request
+//! is sent, so neither a relay crash nor a Postgres crash can forget a claim whose request went
+//! out: a repeated attempt always carries a new attempt number.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use outbox_core::{Event, sql};
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::attempt::{self, Claimed};
+use super::{Completion, Deadline, Shared};
+use crate::Error;
+
+/// What the dispatcher does after a claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Claim again at once: more is due and there is room.
+    Again,
+    /// More may be due but slots are full: claim when a request finishes.
+    WaitForCapacity,
+    /// Nothing due: wait for a wake-up or the poll interval.
+    Idle,
+}
+
+/// Requests in flight per webhook id.
+type InFlight = Arc<Mutex<HashMap<i64, usize>>>;
+
+/// Claims and starts attempts until `shutdown`; then waits for the attempts in flight and drops
+/// `done`, so the completer drains and ends.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    done: mpsc::Sender<Completion>,
+    shutdown: CancellationToken,
+) {
+    let concurrency = shared.options.concurrency.max(1);
+    let mut d = Dispatcher {
+        shared: shared.clone(),
+        slots: Arc::new(Semaphore::new(concurrency)),
+        in_flight: InFlight::default(),
+        freed: Arc::new(Notify::new()),
+        done,
+        tasks: JoinSet::new(),
+    };
+    let mut failures = 0u32;
+    loop {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        while d.tasks.try_join_next().is_some() {}
+        let next = match d.claim_round().await {
+            Ok(next) => {
+                failures = 0;
+                next
+            }
+            Err(e) => {
+                failures += 1;
+                if failures == 1 || failures.is_multiple_of(30) {
+                    tracing::warn!(error = %e, "claiming deliveries failed; retrying");
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(200 * u64::from(failures.min(10)))) => {}
+                }
+                continue;
+            }
+        };
+        if next == Next::Again {
+            // More is due and there is room: claim again at once.
+            tokio::task::yield_now().await;
+            continue;
+        }
+        let blocked = next == Next::WaitForCapacity;
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = shared.wakeup.notified() => {}
+            _ = d.freed.notified(), if blocked => {
+                // Let a few more slots free up so the next claim is a batch, not a trickle.
+                let want = (concurrency.min(shared.options.claim_batch) / 4).max(1);
+                let deadline = tokio::time::Instant::now() + Duration::from_millis(2);
+                while d.slots.available_permits() < want {
+                    tokio::select! {
+                        _ = d.freed.notified() => {}
+                        _ = tokio::time::sleep_until(deadline) => break,
+                    }
+                }
+            }
+            _ = tokio::time::sleep(shared.options.poll_interval) => {}
+        }
+    }
+    // Shutting down: no new claims; wait for what is in flight.
+    while d.tasks.join_next().await.is_some() {}
+}
+
+struct Dispatcher {
+    shared: Arc<Shared>,
+    slots: Arc<Semaphore>,
+    in_flight: InFlight,
+    freed: Arc<Notify>,
+    done: mpsc::Sender<Completion>,
+    tasks: JoinSet<()>,
+}
+
+/// One webhook's share of a claim.
+struct Want {
+    ids: Vec<i64>,
+    limits: Vec<i32>,
+    leases: Vec<f64>,
+    priorities: Vec<i32>,
+}
+
+impl Dispatcher {
+    /// Claims what fits and starts a task per delivery. Says what to do next.
+    async fn claim_round(&mut self) -> Result<Next, Error> {
+        let free = self
+            .slots
+            .available_permits()
+            .min(self.shared.options.claim_batch);
+        if free == 0 {
+            return Ok(Next::WaitForCapacity);
+        }
+        let directory = self.shared.directory.load_full();
+        let want = self.want(&directory, free);
+        if want.ids.is_empty() {
+            // Every webhook is at its max_in_flight (or none is active).
+            return Ok(if directory.sendable.is_empty() {
+                Next::Idle
+            } else {
+                Next::WaitForCapacity
+            });
+        }
+        let total = free as i64;
+        // Read before the claim is sent: never later than the database's start of the lease.
+        let claimed_at = Instant::now();
+        let rows = {
+            let client = self.shared.pool.get().await?;
+            let claim = client.prepare_cached(sql::CLAIM).await?;
+            client
+                .query(
+                    &claim,
+                    &[
+                        &want.ids,
+                        &want.limits,
+                        &want.leases,
+                        &total,
+                        &self.shared.owner,
+                        &want.priorities,
+                    ],
+                )
+                .await?
+        };
+
+        let leases: HashMap<i64, f64> = want
+            .ids
+            .iter()
+            .copied()
+            .zip(want.leases.iter().copied())
+            .collect();
+        let mut per_webhook: HashMap<i64, i32> = HashMap::new();
+        for row in &rows {
+            let webhook_id: i64 = row.try_get(1)?;
+            *per_webhook.entry(webhook_id).or_default() += 1;
+            let Some(endpoint) = directory.endpoints.get(&webhook_id).cloned() else {
+                continue; // cannot happen: claims only name webhooks of this directory
+            };
+            let lease = Duration::from_secs_f64(leases.get(&webhook_id).copied().unwrap_or(0.0));
+            let claimed = Claimed {
+                delivery_id: row.try_get(0)?,
+                attempt: row.try_get(2)?,
+                attempts_base: row.try_get(3)?,
+                event: Event::from_row(row, 4),
+                event_created_at: row.try_get(11).unwrap_or_else(|_| Utc::now()),
+                deadline: Deadline::new(claimed_at, lease, endpoint.timeout),
+            };
+            let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+                break; // cannot happen: we claimed no more than the free slots
+            };
+            *self
+                .in_flight
+                .lock()
+                .expect("in-flight counts")
+                .entry(endpoint.id)
+                .or_default() += 1;
+            let shared = self.shared.clone();
+            let directory = directory.clone();
+            let done = self.done.clone();
+            let in_flight = self.in_flight.clone();
+            let freed = self.freed.clone();
+            self.tasks.spawn(async move {
+                let completion = attempt::run(&shared, &endpoint, &directory, claimed).await;
+                shared.unrecorded.add(&completion);
+                let _ = done.send(completion).await;
+                drop(permit);
+                if let Some(n) = in_flight
+                    .lock()
+                    .expect("in-flight counts")
+                    .get_mut(&endpoint.id)
+                {
+                    *n = n.saturating_sub(1);
+                }
+                freed.notify_one();
+            });
+        }
+        let filled_a_webhook = want
+            .ids
+            .iter()
+            .zip(&want.limits)
+            .any(|(id, limit)| per_webhook.get(id).copied().unwrap_or(0) >= *limit);
+        Ok(
+            if rows.len() as i64 >= total && self.slots.available_permits() > 0 {
+                // The batch limit, not the queue, ended this claim.
+                Next::Again
+            } else if rows.len() as i64 >= total || filled_a_webhook {
+                // Some webhook (or the whole relay) is at its limit and may have more due.
+                Next::WaitForCapacity
+            } else {
+                Next::Idle
+            },
+        )
+    }
+
+    /// Which webhooks to claim for, how many each, with which lease.
+    fn want(&self, directory: &crate::endpoint::Directory, free: usize) -> Want {
+        let counts = self.in_flight.lock().expect("in-flight counts");
+        let mut want = Want {
+            ids: Vec::new(),
+            limits: Vec::new(),
+            leases: Vec::new(),
+            priorities: Vec::new(),
+        };
+        for ep in &directory.sendable {
+            let busy = counts.get(&ep.id).copied().unwrap_or(0);
+            let room = ep.max_in_flight.saturating_sub(busy).min(free);
+            if room == 0 {
+                continue;
+            }
+            let lookups = if ep.templates.needs_related() {
+                self.shared.options.relation_timeout
+            } else {
+                Duration::ZERO
+            };
+            want.ids.push(ep.id);
+            want.limits.push(room as i32);
+            want.leases.push(
+                Deadline::lease_for(self.shared.options.lease, ep.timeout, lookups).as_secs_f64(),
+            );
+            want.priorities.push(ep.priority);
+        }
+        want
+    }
+}
