@@ -1,22 +1,23 @@
 //! Claims due deliveries, renders, signs and sends them, records every attempt and schedules the
 //! retry or declares the delivery dead.
 //!
-//! The loop, per relay process:
+//! The loop, per relay process (one module each under `runtime/`):
 //!
-//! 1. **Claim** ([`Sender`]): one statement claims due deliveries for every webhook with free
+//! 1. **Dispatch** ([`Sender`]): one statement claims due deliveries for every webhook with free
 //!    slots (`max_in_flight` per webhook, `concurrency` overall), highest priority first, with
 //!    `FOR UPDATE SKIP LOCKED`. The claim increments the attempt counter and takes a lease, and is
-//!    committed before anything is sent: a crash can repeat an attempt (same `webhook-id`), never
-//!    skip one.
-//! 2. **Send**: each claimed delivery runs as its own task: load related records, render
-//!    ([`outbox_renderer`]), sign ([`Signer`]), send through a [`Transport`] (reqwest in
-//!    production; tests may pass their own), classify the outcome ([`policy`]).
+//!    committed to disk before anything is sent: a crash of the relay or of Postgres can repeat
+//!    an attempt (same `webhook-id`, next attempt number), never skip one or send one twice.
+//! 2. **Attempt**: each claimed delivery runs as its own task, a chain of typed steps — claimed,
+//!    prepared (related records, rendered by [`outbox_renderer`], signed by [`Signer`]), sent
+//!    through a [`Transport`] (reqwest in production; tests may pass their own), and an outcome
+//!    (succeeded, retry at, dead, gone, abandoned) — all within a deadline derived from the lease.
 //! 3. **Complete**: finished attempts go to one completer task that writes whatever has piled up
 //!    in one statement (log the attempts, requeue retries, move succeeded/dead deliveries out of
-//!    the hot queue), so commits do not grow with throughput; a second statement then releases the
-//!    next parked delivery of records of ordered webhooks whose delivery finished.
+//!    the hot queue), so commits do not grow with throughput; one row the database refuses is
+//!    found by splitting the batch and never holds up the rest.
 //! 4. **Rescue**: deliveries whose lease expired (their relay died) are requeued and their lost
-//!    attempt logged.
+//!    attempt logged and counted.
 //!
 //! Webhook configuration arrives compiled as [`Endpoint`]s in a [`Directory`], swapped in live by
 //! the caller.
