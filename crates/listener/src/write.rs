@@ -107,7 +107,10 @@ pub(crate) async fn write_deliveries(
                         count(&mut written, rows, &result)?;
                     }
                     Err(e) if outbox_core::db::is_data_error(&e) => {
-                        tx.batch_execute("ROLLBACK TO SAVEPOINT route_rows").await?;
+                        tx.batch_execute(
+                            "ROLLBACK TO SAVEPOINT route_rows; RELEASE SAVEPOINT route_rows",
+                        )
+                        .await?;
                         match split(&plan.rows, range) {
                             Some((first, second)) => {
                                 todo.push(second);
