@@ -17,8 +17,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::attempt::{self, Claimed};
+use super::limit::{Limit, Signal};
+use super::outcome::AttemptRecord;
 use super::{Completion, Deadline, Shared};
 use crate::Error;
+use crate::policy::AttemptOutcome;
 
 /// What the dispatcher does after a claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,8 +34,14 @@ enum Next {
     Idle,
 }
 
-/// Requests in flight per webhook id.
-type InFlight = Arc<Mutex<HashMap<i64, usize>>>;
+/// Requests in flight, and how many may be, per webhook id.
+type InFlight = Arc<Mutex<HashMap<i64, Load>>>;
+
+/// One webhook's requests in flight and its adaptive limit.
+struct Load {
+    busy: usize,
+    limit: Limit,
+}
 
 /// Claims and starts attempts until `shutdown`; then waits for the attempts in flight and drops
 /// `done`, so the completer drains and ends.
@@ -183,12 +192,15 @@ impl Dispatcher {
             let Ok(permit) = self.slots.clone().try_acquire_owned() else {
                 break; // cannot happen: we claimed no more than the free slots
             };
-            *self
-                .in_flight
-                .lock()
-                .expect("in-flight counts")
-                .entry(endpoint.id)
-                .or_default() += 1;
+            let busy = {
+                let mut loads = self.in_flight.lock().expect("in-flight counts");
+                let load = loads.entry(endpoint.id).or_insert_with(|| Load {
+                    busy: 0,
+                    limit: Limit::adaptive(endpoint.max_in_flight),
+                });
+                load.busy += 1;
+                load.busy
+            };
             let shared = self.shared.clone();
             let directory = directory.clone();
             let done = self.done.clone();
@@ -196,15 +208,17 @@ impl Dispatcher {
             let freed = self.freed.clone();
             self.tasks.spawn(async move {
                 let completion = attempt::run(&shared, &endpoint, &directory, claimed).await;
+                let signal = signal(&completion);
                 shared.unrecorded.add(&completion);
                 let _ = done.send(completion).await;
                 drop(permit);
-                if let Some(n) = in_flight
+                if let Some(load) = in_flight
                     .lock()
                     .expect("in-flight counts")
                     .get_mut(&endpoint.id)
                 {
-                    *n = n.saturating_sub(1);
+                    load.busy = load.busy.saturating_sub(1);
+                    load.limit.learn(signal, busy, Instant::now());
                 }
                 freed.notify_one();
             });
@@ -229,16 +243,22 @@ impl Dispatcher {
 
     /// Which webhooks to claim for, how many each, with which lease.
     fn want(&self, directory: &crate::endpoint::Directory, free: usize) -> Want {
-        let counts = self.in_flight.lock().expect("in-flight counts");
+        let mut loads = self.in_flight.lock().expect("in-flight counts");
         let mut want = Want {
             ids: Vec::new(),
             limits: Vec::new(),
             leases: Vec::new(),
             priorities: Vec::new(),
         };
+        let concurrency = self.shared.options.concurrency.max(1);
         for ep in &directory.sendable {
-            let busy = counts.get(&ep.id).copied().unwrap_or(0);
-            let room = ep.max_in_flight.saturating_sub(busy).min(free);
+            let ceiling = ep.max_in_flight.min(concurrency);
+            let load = loads.entry(ep.id).or_insert_with(|| Load {
+                busy: 0,
+                limit: Limit::adaptive(ceiling),
+            });
+            load.limit.set_ceiling(ceiling);
+            let room = load.limit.current().saturating_sub(load.busy).min(free);
             if room == 0 {
                 continue;
             }
@@ -255,5 +275,30 @@ impl Dispatcher {
             want.priorities.push(ep.priority);
         }
         want
+    }
+}
+
+/// What an attempt says about its receiver's capacity.
+fn signal(c: &Completion) -> Signal {
+    let Some(AttemptRecord {
+        outcome,
+        http_status,
+        duration_ms,
+        ..
+    }) = &c.record
+    else {
+        return Signal::Nothing;
+    };
+    let answered = Signal::Answered {
+        rtt: Duration::from_millis(u64::try_from(*duration_ms).unwrap_or(0)),
+    };
+    match outcome {
+        AttemptOutcome::Success => answered,
+        AttemptOutcome::HttpError => match http_status {
+            Some(429) | Some(500..) => Signal::Overloaded,
+            _ => answered,
+        },
+        AttemptOutcome::Timeout | AttemptOutcome::ConnectError => Signal::Overloaded,
+        AttemptOutcome::RenderError | AttemptOutcome::Refused => Signal::Nothing,
     }
 }

@@ -11,6 +11,7 @@ mod attempt;
 mod completer;
 mod deadline;
 mod dispatch;
+mod limit;
 mod outcome;
 mod rescuer;
 
