@@ -117,16 +117,16 @@ pub(crate) fn check(source: &str) -> Result<(), Refusal> {
             continue;
         }
         let tag = scan_tag(bytes, start + 2, kind);
-        let line = 1 + bytes[..start].iter().filter(|&&b| b == b'\n').count();
+        let line = || 1 + bytes[..start].iter().filter(|&&b| b == b'\n').count();
         if tag.tokens > MAX_TAG_TOKENS {
             return Err(Refusal::TagTooLong {
-                line,
+                line: line(),
                 tokens: tag.tokens,
             });
         }
         if tag.nesting > MAX_TAG_NESTING {
             return Err(Refusal::TagTooDeep {
-                line,
+                line: line(),
                 depth: tag.nesting,
             });
         }
