@@ -7,6 +7,7 @@
 //! and then with a loose tolerance.
 
 mod config;
+mod hostile;
 mod isolation;
 mod lifecycle;
 mod native;

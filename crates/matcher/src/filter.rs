@@ -15,9 +15,12 @@
 //!    [`MAX_FILTER_LOOP_NESTING`] macros (`all`, `exists`, `map`, ...) inside each other, and no
 //!    names other than `event` and `webhook`. A tree that fails is dropped on the compiler thread.
 //!
-//! What is accepted then evaluates on any thread: the deepest accepted filters need less than
-//! 1.5 MiB of stack in debug builds (the tests run them on 2 MiB) and less than 64 KiB in release
-//! builds.
+//! 4. checked against the event's shape (see the `check` module): unknown functions and fields of
+//!    `event`/`webhook`, and results that can never be a bool, are refused with their position.
+//!
+//! What is accepted then evaluates on any thread, with at least [`EVAL_STACK`] of stack (moving
+//! to a fresh stack segment when the thread has less left; the relay's threads have more), and
+//! within a budget of work and memory (see the `budget` module).
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -26,12 +29,15 @@ use std::sync::{Arc, LazyLock};
 use cel::common::ast::{EntryExpr, Expr, IdedExpr};
 use cel::common::types::{
     CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelTimestamp,
-    CelUInt,
+    CelUInt, DYN_TYPE,
 };
 use cel::common::value::Val;
-use cel::{Context, Env, ParseErrors, Program, Value};
+use cel::{Context, Env, ParseErrors, Value};
 use outbox_core::Event;
 use thiserror::Error;
+
+use crate::budget::{self, MAX_FILTER_STEPS, STEPS_PER_EVENT_VALUE};
+use crate::check;
 
 /// Longest filter source accepted, in bytes.
 pub const MAX_FILTER_LEN: usize = 4096;
@@ -46,6 +52,9 @@ pub const MAX_FILTER_DEPTH: usize = 32;
 pub const MAX_FILTER_LOOP_NESTING: usize = 2;
 /// Stack of the thread filters are parsed on. Only the pages actually used are committed.
 pub const COMPILER_STACK: usize = 64 * 1024 * 1024;
+/// Stack an evaluation needs: the deepest accepted filters, with the budget's charges around
+/// their calls, need about 3 MiB in debug builds and far less in release builds.
+pub const EVAL_STACK: usize = 8 * 1024 * 1024;
 
 /// Names a filter may use besides `event` and `webhook`: CEL's type names (as in
 /// `type(event.data.qty) == int`) and the `optional` namespace.
@@ -62,11 +71,23 @@ const BUILTIN_NAMES: [&str; 10] = [
     "uint",
 ];
 
-static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
+/// The standard CEL environment, plus the budget's internal `@budget` function.
+pub(crate) static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| {
+    let mut env = Env::stdlib();
+    env.add_overload(
+        budget::CHARGE,
+        "budget_charge",
+        vec![DYN_TYPE],
+        budget::charge,
+    )
+    .expect("@budget is not a standard function");
+    Arc::new(env)
+});
 
 /// A compiled CEL filter.
 pub struct Filter {
-    program: Program,
+    /// The expression, with the budget's charges added.
+    expr: IdedExpr,
     /// Whether the expression mentions `webhook` (only then is it bound).
     uses_webhook: bool,
 }
@@ -100,15 +121,47 @@ pub enum FilterError {
     )]
     TooManyLoops { depth: usize },
     #[error(
-        "the expression uses the unknown name `{name}`; a filter sees `event` (id, type, entity, entity_id, data, old, metadata, created_at) and `webhook.name`"
+        "line {line}, column {column}: the expression uses the unknown name `{name}`; a filter sees `event` (id, type, entity, entity_id, data, old, metadata, created_at) and `webhook.name`"
     )]
-    UnknownName { name: String },
+    UnknownName {
+        name: String,
+        line: u32,
+        column: u32,
+    },
+    #[error(
+        "line {line}, column {column}: `{path}` does not exist; a filter sees `event` (id, type, entity, entity_id, data, old, metadata, created_at) and `webhook.name`"
+    )]
+    UnknownField {
+        path: String,
+        line: u32,
+        column: u32,
+    },
+    #[error(
+        "line {line}, column {column}: `{name}` is not a function filters have (they have CEL's standard functions: size, contains, startsWith, endsWith, matches, int, uint, double, string, bytes, timestamp, duration, ...)"
+    )]
+    UnknownFunction {
+        name: String,
+        line: u32,
+        column: u32,
+    },
+    #[error(
+        "line {line}, column {column}: the expression returns {kind}, never a bool; compare it, e.g. `event.data.qty > 0`"
+    )]
+    NeverBool {
+        kind: &'static str,
+        line: u32,
+        column: u32,
+    },
     #[error("the expression does not compile as CEL: {0}")]
     Compile(String),
     #[error("evaluation failed: {0}")]
     Eval(String),
     #[error("the expression returned {0}, not a bool")]
     NotBool(String),
+    #[error(
+        "evaluation stopped after {steps} steps, the budget for this event ({MAX_FILTER_STEPS} plus {STEPS_PER_EVENT_VALUE} per value in the event); macros nested over large lists (`l.map(x, l.map(y, ...))`) cost the product of their lengths"
+    )]
+    OverBudget { steps: u64 },
 }
 
 impl Filter {
@@ -136,11 +189,13 @@ impl Filter {
             if tree.loops > MAX_FILTER_LOOP_NESTING {
                 return Err(FilterError::TooManyLoops { depth: tree.loops });
             }
-            if let Some(name) = tree.unknown {
-                return Err(FilterError::UnknownName { name });
+            if let Some((name, id)) = tree.unknown {
+                let (line, column) = check::position(program.source_info(), id, 0);
+                return Err(FilterError::UnknownName { name, line, column });
             }
+            check::check(program.expression(), program.source_info())?;
             Ok(Filter {
-                program,
+                expr: budget::instrument(program.expression()),
                 uses_webhook: tree.uses_webhook,
             })
         })?
@@ -156,9 +211,18 @@ impl Filter {
             )]);
             scope.add_variable_as_val("webhook", Box::new(CelMap::from(fields)));
         }
+        let steps =
+            MAX_FILTER_STEPS.saturating_add(vars.weight.saturating_mul(STEPS_PER_EVENT_VALUE));
+        budget::start(steps);
         // The interpreter is not ours: should it ever panic, that is this event's filter error,
         // not the router's.
-        match catch_unwind(AssertUnwindSafe(|| self.program.execute(&scope))) {
+        let result = stacker::maybe_grow(EVAL_STACK, 4 * EVAL_STACK, || {
+            catch_unwind(AssertUnwindSafe(|| scope.resolve(&self.expr)))
+        });
+        if budget::finish() {
+            return Err(FilterError::OverBudget { steps });
+        }
+        match result {
             Ok(Ok(Value::Bool(b))) => Ok(b),
             Ok(Ok(other)) => Err(FilterError::NotBool(clip(format!("{other:?}")))),
             Ok(Err(e)) => Err(FilterError::Eval(clip(e.to_string()))),
@@ -220,7 +284,8 @@ struct Tree {
     depth: usize,
     loops: usize,
     uses_webhook: bool,
-    unknown: Option<String>,
+    /// The first unknown name, and the id of the expression that uses it.
+    unknown: Option<(String, u64)>,
 }
 
 impl Tree {
@@ -247,7 +312,7 @@ impl Tree {
                     && !BUILTIN_NAMES.contains(&name.as_str())
                     && self.unknown.is_none()
                 {
-                    self.unknown = Some(name.clone());
+                    self.unknown = Some((name.clone(), expr.id));
                 }
             }
             Expr::Call(call) => {
@@ -401,10 +466,14 @@ fn skip_string(bytes: &[u8], start: usize, raw: bool) -> usize {
 /// Strings are borrowed from the event, not copied.
 pub(crate) struct Activation<'e> {
     root: Context<'e, 'e>,
+    /// Values (JSON nodes) in the event: the budget grows with it.
+    weight: u64,
 }
 
 impl<'e> Activation<'e> {
     pub(crate) fn new(event: &'e Event) -> Activation<'e> {
+        let mut weight = 8;
+        let mut json = |v: &'e serde_json::Value| json(v, &mut weight);
         let mut m: HashMap<CelMapKey<'e>, Box<dyn Val + 'e>> = HashMap::with_capacity(8);
         m.insert("id".into(), Box::new(CelInt::from(event.id)));
         m.insert("type".into(), str_val(&event.event_type));
@@ -425,7 +494,7 @@ impl<'e> Activation<'e> {
         );
         let mut root = Context::with_env(ENV.clone());
         root.add_variable_as_val("event", Box::new(CelMap::from(m)));
-        Activation { root }
+        Activation { root, weight }
     }
 }
 
@@ -436,7 +505,8 @@ fn str_val(s: &str) -> Box<dyn Val + '_> {
 /// JSON to CEL, with integers as `int` (so `event.data.qty + 1` works), integers above the `int`
 /// range as `uint` and other numbers as `double`. The recursion is as deep as the JSON, which
 /// serde_json limits to 128 levels when it parses.
-fn json(v: &serde_json::Value) -> Box<dyn Val + '_> {
+fn json<'v>(v: &'v serde_json::Value, weight: &mut u64) -> Box<dyn Val + 'v> {
+    *weight += 1;
     match v {
         serde_json::Value::Null => Box::new(CelNull),
         serde_json::Value::Bool(b) => Box::new(CelBool::from(*b)),
@@ -446,13 +516,13 @@ fn json(v: &serde_json::Value) -> Box<dyn Val + '_> {
             (None, None) => Box::new(CelDouble::from(n.as_f64().unwrap_or(f64::NAN))),
         },
         serde_json::Value::String(s) => str_val(s),
-        serde_json::Value::Array(a) => {
-            Box::new(CelList::from(a.iter().map(json).collect::<Vec<_>>()))
-        }
+        serde_json::Value::Array(a) => Box::new(CelList::from(
+            a.iter().map(|v| json(v, weight)).collect::<Vec<_>>(),
+        )),
         serde_json::Value::Object(o) => {
             let m: HashMap<CelMapKey<'_>, Box<dyn Val + '_>> = o
                 .iter()
-                .map(|(k, v)| (CelMapKey::from(k.as_str()), json(v)))
+                .map(|(k, v)| (CelMapKey::from(k.as_str()), json(v, weight)))
                 .collect();
             Box::new(CelMap::from(m))
         }
@@ -475,4 +545,37 @@ fn clip(s: String) -> String {
         end -= 1;
     }
     format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_inside_the_interpreter_is_an_error_for_that_event_only() {
+        // The interpreter panics on an expression the parser never produces.
+        let broken = Filter {
+            expr: IdedExpr {
+                id: 1,
+                expr: Expr::Unspecified,
+            },
+            uses_webhook: false,
+        };
+        let event = Event {
+            id: 1,
+            event_type: "order.created".into(),
+            entity: "order".into(),
+            entity_id: "1".into(),
+            data: serde_json::json!({"qty": 2}),
+            old: None,
+            metadata: serde_json::json!({}),
+            created_at: chrono::Utc::now(),
+        };
+        match broken.matches(&event, "w") {
+            Err(FilterError::Eval(message)) => assert!(message.contains("internally"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+        let fine = Filter::compile("event.data.qty == 2").unwrap();
+        assert_eq!(fine.matches(&event, "w"), Ok(true));
+    }
 }

@@ -13,8 +13,12 @@
 //! A [`Filter`] is compiled once per webhook version. Because the `cel` crate parses and
 //! evaluates recursively, compilation refuses what could overflow a stack — too long, too many
 //! terms, brackets or tree levels, macros nested too deep, unknown names — and parses on a thread
-//! of its own with a large stack (see the `filter` module for the measured figures). What it
-//! accepts evaluates in a small stack on any thread. An event is converted for CEL once, borrowing
+//! of its own with a large stack (see the `filter` module for the measured figures). It also
+//! refuses what is wrong before any event arrives: unknown functions, fields `event` does not
+//! have, and results that can never be a bool. What it accepts evaluates on any thread, within a
+//! budget of work and memory ([`MAX_FILTER_STEPS`] plus [`STEPS_PER_EVENT_VALUE`] per value of
+//! the event): an evaluation over budget, like one that fails or panics, is that (event,
+//! webhook) pair's filter error and counts as no match. An event is converted for CEL once, borrowing
 //! its strings, and shared by the filters of all its candidates. `benches/filter.rs` measures it.
 //!
 //! ```
@@ -24,6 +28,8 @@
 //! m.insert("dhl", &[Pattern::parse("shipment.*").unwrap()], Some(filter.into()), 1);
 //! ```
 
+mod budget;
+mod check;
 mod filter;
 mod pattern;
 
@@ -32,9 +38,10 @@ use std::sync::Arc;
 
 use outbox_core::Event;
 
+pub use budget::{MAX_FILTER_STEPS, STEPS_PER_EVENT_VALUE};
 pub use filter::{
-    COMPILER_STACK, Filter, FilterError, MAX_FILTER_DEPTH, MAX_FILTER_LEN, MAX_FILTER_LOOP_NESTING,
-    MAX_FILTER_NESTING, MAX_FILTER_TERMS,
+    COMPILER_STACK, EVAL_STACK, Filter, FilterError, MAX_FILTER_DEPTH, MAX_FILTER_LEN,
+    MAX_FILTER_LOOP_NESTING, MAX_FILTER_NESTING, MAX_FILTER_TERMS,
 };
 pub use pattern::Pattern;
 

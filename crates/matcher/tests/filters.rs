@@ -349,7 +349,6 @@ fn evaluation_errors_are_errors_never_panics() {
         "event.data.m + event.data.m == event.data.m",
         "event.data.list.all(x, x / 0 == 1)",
         "{'a': 1, 'a': 2} == event.data.m",
-        "event.nope == 1",
         "event.data.s > 1",
         "timestamp('9999-12-31T23:59:59Z') + duration('24h') > event.created_at",
         "event.created_at - timestamp('0001-01-01T00:00:00Z') > duration('1s')",
@@ -380,16 +379,18 @@ fn syntax_errors_name_the_position() {
 #[test]
 fn unknown_names_are_refused_but_macro_variables_are_not() {
     let err = Filter::compile("evnt.data.carrier == 'dhl'").unwrap_err();
-    assert_eq!(
-        err,
-        FilterError::UnknownName {
-            name: "evnt".into()
-        }
+    assert!(
+        matches!(&err, FilterError::UnknownName { name, line: 1, .. } if name == "evnt"),
+        "{err:?}"
     );
     assert!(err.to_string().contains("`evnt`"), "{err}");
+    assert!(err.to_string().starts_with("line 1, column "), "{err}");
     assert!(Filter::compile("event.data.lines.exists(l, l.qty > 1)").is_ok());
     let err = Filter::compile("event.data.lines.exists(l, x.qty > 1)").unwrap_err();
-    assert_eq!(err, FilterError::UnknownName { name: "x".into() });
+    assert!(
+        matches!(&err, FilterError::UnknownName { name, .. } if name == "x"),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -577,4 +578,149 @@ fn random_token_soup_is_refused_or_evaluated_never_a_crash() {
             let _ = filter.matches(&e, "w");
         }
     }
+}
+
+// --- Static type checks (issue 14, item 9) ----------------------------------------------------
+
+#[test]
+fn unknown_functions_fields_and_results_that_are_never_bool_are_refused_with_their_position() {
+    type Expect = fn(&FilterError) -> bool;
+    let cases: [(&str, Expect); 12] = [
+        (
+            "foo(event.id)",
+            |e| matches!(e, FilterError::UnknownFunction { name, line: 1, column: 1 } if name == "foo"),
+        ),
+        (
+            "event.data.code.shout() == 'A'",
+            |e| matches!(e, FilterError::UnknownFunction { name, .. } if name == "shout"),
+        ),
+        (
+            "event.data.a.exists(x, frobnicate(x))",
+            |e| matches!(e, FilterError::UnknownFunction { name, .. } if name == "frobnicate"),
+        ),
+        ("event.id", |e| matches!(e, FilterError::NeverBool { .. })),
+        ("event.entity_id", |e| {
+            matches!(e, FilterError::NeverBool { .. })
+        }),
+        ("size(event.data.lines)", |e| {
+            matches!(e, FilterError::NeverBool { .. })
+        }),
+        ("event.data.qty + 1", |e| {
+            matches!(e, FilterError::NeverBool { .. })
+        }),
+        ("event.data.lines.map(l, l.qty)", |e| {
+            matches!(e, FilterError::NeverBool { .. })
+        }),
+        ("'yes'", |e| matches!(e, FilterError::NeverBool { .. })),
+        (
+            "event.nope == 1",
+            |e| matches!(e, FilterError::UnknownField { path, .. } if path == "event.nope"),
+        ),
+        ("has(event.nope)", |e| {
+            matches!(e, FilterError::UnknownField { .. })
+        }),
+        (
+            "webhook.id == 1",
+            |e| matches!(e, FilterError::UnknownField { path, .. } if path == "webhook.id"),
+        ),
+    ];
+    for (source, expected) in cases {
+        let err = Filter::compile(source).expect_err(source);
+        assert!(expected(&err), "{source}: {err:?}");
+        assert!(
+            err.to_string().starts_with("line 1, column "),
+            "{source}: {err}"
+        );
+    }
+    let err = Filter::compile("event.data.ok &&\n  foo(1)").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            FilterError::UnknownFunction {
+                line: 2,
+                column: 3,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // What may be a bool at run time is accepted; so are the standard functions and macros.
+    for ok in [
+        "event.data.flag",
+        "event.old.paid",
+        "event.data.flag ? true : event.data.other",
+        "event.data.m['x']",
+        "event.data.lines.exists(l, l.ok)",
+        "event.data.lines.exists_one(l, l.qty > 1)",
+        "size(event.data.lines.filter(l, l.qty > 1)) > 0",
+        "'a'.contains('b') || 'a'.startsWith('b') || 'a'.endsWith('b') || 'a'.matches('b')",
+        "int('1') + uint(1) > 0 || double('1.5') > 1.0 || string(1) == '1' || bytes('a') == b'a'",
+        "type(event.data.qty) == int && dyn(event.data.qty) == 1",
+        "timestamp(event.data.due) - event.created_at < duration('12h')",
+        "event.created_at.getHours() == 15 && event.created_at.getDayOfWeek() == 5",
+        "optional.of(1).hasValue() && event.data.?x.orValue(1) == 1",
+        "has(event.data.x) && has(event.metadata.shop) && webhook.name == 'w'",
+        "bool('true')",
+    ] {
+        if let Err(e) = Filter::compile(ok) {
+            panic!("{ok}: {e}");
+        }
+    }
+}
+
+// --- The evaluation budget (issue 14, item 2) --------------------------------------------------
+
+fn list_event(n: usize) -> Event {
+    let items: Vec<i64> = (0..n as i64).collect();
+    let lines: Vec<Value> = (0..n)
+        .map(|i| json!({"sku": format!("S-{i}"), "qty": i, "tags": ["a", "b"]}))
+        .collect();
+    data(json!({"l": items, "lines": lines, "s": "x".repeat(100_000)}))
+}
+
+#[test]
+fn filters_whose_work_grows_faster_than_the_event_stop_at_the_budget() {
+    let e = list_event(3_000);
+    let concatenation = format!("size({}) > 0", vec!["event.data.s"; 28].join(" + "));
+    for source in [
+        "event.data.l.map(x, event.data.l.map(y, x + y)).size() > 0",
+        "event.data.l.map(x, event.data.l).size() > 0",
+        "event.data.l.exists(x, event.data.l.exists(y, x + y < 0))",
+        "event.data.l.all(x, event.data.lines.all(l, l.qty != x - 3000))",
+        "event.data.l.filter(x, event.data.l.filter(y, y == x).size() == 1).size() == 0",
+        concatenation.as_str(),
+    ] {
+        match eval(source, &e) {
+            Err(FilterError::OverBudget { steps }) => assert!(steps > 1_000_000, "{steps}"),
+            other => panic!("{source}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn filters_linear_in_a_large_event_fit_the_budget() {
+    let e = list_event(3_000);
+    for source in [
+        "event.data.lines.exists(l, l.sku == 'S-2999')",
+        "event.data.lines.all(l, l.tags.all(t, t in ['a', 'b']))",
+        "event.data.lines.map(l, l.qty).filter(q, q > 2990).size() == 9",
+        "event.data.l.exists(x, x == 2999) && size(event.data.s) == 100000",
+        "event.data == event.data && event.data.lines[2999].qty == 2999",
+        "event.data.lines.exists(l, l.tags.exists(t, t == 'b') && l.qty == 2999)",
+    ] {
+        assert!(holds(source, &e), "{source}");
+    }
+    // The budget is per evaluation: the same filter runs again afterwards.
+    let heavy =
+        Filter::compile("event.data.l.exists(x, event.data.l.exists(y, x + y < 0))").unwrap();
+    let light = Filter::compile("event.data.l.exists(x, x == 5)").unwrap();
+    for _ in 0..3 {
+        assert!(matches!(
+            heavy.matches(&e, "w"),
+            Err(FilterError::OverBudget { .. })
+        ));
+        assert_eq!(light.matches(&e, "w"), Ok(true));
+    }
+    // A small event lets the same nested filter finish.
+    assert_eq!(heavy.matches(&list_event(50), "w"), Ok(false));
 }

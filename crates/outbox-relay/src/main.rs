@@ -11,8 +11,11 @@ fn main() {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
+    // Stacks big enough that compiling and rendering templates never has to move to a stack
+    // segment of its own (only the pages used are committed).
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(outbox_renderer::limits::STACK_SIZE)
         .build()
     {
         Ok(rt) => rt,

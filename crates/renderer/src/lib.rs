@@ -15,7 +15,10 @@
 //! loads only those. Loading them is the sender's job; the renderer only reads them.
 //!
 //! Rendering is sandboxed: templates have no loader (no file access), no network, bounded fuel
-//! (CPU), bounded recursion and a 1 MiB output cap enforced while writing. A failure is a
+//! (CPU), bounded recursion and a 1 MiB output cap enforced while writing (a literal field longer
+//! than that is refused when compiled). Sources are bounded before MiniJinja parses them, and
+//! compiling and rendering run with a known amount of stack, so that no template can overflow a
+//! thread's stack (see [`limits`]). A failure is a
 //! [`RenderError`] naming the template field, the line and the failing expression; the sender
 //! records it as the attempt's error (outcome `render_error`) and carries on.
 //!
@@ -34,6 +37,7 @@ mod context;
 mod escape;
 mod fields;
 mod filters;
+pub mod limits;
 mod templates;
 
 pub use context::RenderContext;

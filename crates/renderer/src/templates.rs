@@ -10,6 +10,7 @@ use thiserror::Error;
 use crate::context::RenderContext;
 use crate::escape::{self, Context};
 use crate::filters;
+use crate::limits::{self, on_big_stack};
 
 /// Largest rendered body (and URL, and header value) accepted.
 pub const MAX_OUTPUT: usize = 1024 * 1024;
@@ -110,12 +111,22 @@ fn environment(body: Context) -> Environment<'static> {
     });
     env.set_formatter(escape::format);
     filters::register(&mut env);
+    // The one mutable value: with it a template can build a value nested deeper than any stack
+    // can print or free (see `limits`).
+    env.remove_global(NAMESPACE);
     env
 }
 
+const NAMESPACE: &str = "namespace";
+
 impl Templates {
-    /// Compiles every template of `spec`, reporting every problem at once.
+    /// Compiles every template of `spec`, reporting every problem at once. Sources beyond the
+    /// limits of [`crate::limits`] are refused before they are parsed.
     pub fn compile(spec: &WebhookSpec) -> Result<Templates, Vec<TemplateError>> {
+        on_big_stack(|| Templates::compile_here(spec))
+    }
+
+    fn compile_here(spec: &WebhookSpec) -> Result<Templates, Vec<TemplateError>> {
         let mut errors = Vec::new();
         let method = match METHODS
             .iter()
@@ -137,14 +148,21 @@ impl Templates {
 
         let mut env = environment(Context::for_body(&spec.content_type));
         let mut sources = Vec::new();
-        let mut add = |env: &mut Environment<'static>, field: String, source: &str| match env
-            .add_template_owned(field.clone(), source.to_string())
-        {
-            Ok(()) => sources.push((field, source.to_string())),
-            Err(e) => errors.push(TemplateError {
-                message: describe(&e, source),
-                field,
-            }),
+        let mut add = |env: &mut Environment<'static>, field: String, source: &str| {
+            if let Err(refusal) = limits::check(source) {
+                errors.push(TemplateError {
+                    message: refusal.to_string(),
+                    field,
+                });
+                return;
+            }
+            match env.add_template_owned(field.clone(), source.to_string()) {
+                Ok(()) => sources.push((field, source.to_string())),
+                Err(e) => errors.push(TemplateError {
+                    message: describe(&e, source),
+                    field,
+                }),
+            }
         };
         add(&mut env, URL_TEMPLATE.into(), &spec.url);
         let mut headers = Vec::new();
@@ -179,7 +197,12 @@ impl Templates {
         for (name, _) in &sources {
             if let Ok(t) = env.get_template(name) {
                 for var in t.undeclared_variables(true) {
-                    if var == "related" {
+                    if var == NAMESPACE || var.starts_with("namespace.") {
+                        errors.push(TemplateError {
+                            field: name.clone(),
+                            message: "namespace() is not available: a template could build a value with it that no stack can print (use filters such as sum(attribute=...), selectattr or map instead)".into(),
+                        });
+                    } else if var == "related" {
                         every_relation = true;
                     } else if let Some(rel) = var.strip_prefix("related.") {
                         relations.insert(rel.split('.').next().unwrap_or(rel).to_string());
@@ -187,10 +210,13 @@ impl Templates {
                 }
             }
         }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
 
         let literals = sources
             .iter()
-            .filter(|(_, src)| !src.contains("{{") && !src.contains("{%") && !src.contains("{#"))
+            .filter(|(_, src)| limits::is_literal(src))
             .map(|(name, src)| (name.clone(), literal_output(src).to_string()))
             .collect();
 
@@ -233,6 +259,10 @@ impl Templates {
 
     /// Renders the request for one attempt.
     pub fn render(&self, ctx: &RenderContext<'_>) -> Result<Rendered, RenderError> {
+        on_big_stack(|| self.render_here(ctx))
+    }
+
+    fn render_here(&self, ctx: &RenderContext<'_>) -> Result<Rendered, RenderError> {
         // The template context is built only if some field really is a template.
         let mut view = None;
         let url = self.render_field(URL_TEMPLATE, ctx, &mut view)?;
@@ -287,8 +317,14 @@ impl Templates {
 
     /// Renders the URL template against [`sample_event`], to check at configuration time that it
     /// produces an absolute http(s) URL. Fields the sample lacks (`event.data.*`, `related.*`)
-    /// render empty here instead of failing: only the shape of the URL is checked.
+    /// render empty here instead of failing: only the shape of the URL is checked. A template that
+    /// starts with a tag takes its scheme and host from the event: only its rendering is checked
+    /// here, and its URL on every attempt.
     pub fn check_with_sample(&self, webhook: &str) -> Result<String, RenderError> {
+        on_big_stack(|| self.check_with_sample_here(webhook))
+    }
+
+    fn check_with_sample_here(&self, webhook: &str) -> Result<String, RenderError> {
         let event = sample_event();
         let related = Map::new();
         let ctx = RenderContext {
@@ -312,9 +348,20 @@ impl Templates {
         let url = render_field(&env, URL_TEMPLATE, &view, source)?
             .trim()
             .to_string();
+        // `{{ event.metadata.callback | safe }}/orders`: the scheme and host come from the event,
+        // which the sample does not have; every render checks the URL it produces.
+        if !url_starts_literally(source) {
+            return Ok(url);
+        }
         check_url(&url)?;
         Ok(url)
     }
+}
+
+/// Whether a URL template starts with literal text (its scheme), not with a template tag.
+fn url_starts_literally(source: &str) -> bool {
+    let s = source.trim_start();
+    !(s.starts_with("{{") || s.starts_with("{%"))
 }
 
 /// Renders one template of `env`, capped at [`MAX_OUTPUT`].
@@ -430,7 +477,7 @@ fn expression_start(source: &str, start: usize) -> usize {
 
 /// What MiniJinja outputs for a template without template syntax: the source, less one trailing
 /// newline (its default `keep_trailing_newline = false`).
-fn literal_output(source: &str) -> &str {
+pub(crate) fn literal_output(source: &str) -> &str {
     let s = source.strip_suffix('\n').unwrap_or(source);
     s.strip_suffix('\r').unwrap_or(s)
 }
