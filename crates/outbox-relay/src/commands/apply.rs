@@ -673,7 +673,7 @@ url = "https://x.example/"
             "hooks.toml: webhook #4: name: is required",
             "hooks.toml: webhook #4: url: is required",
             "hooks.toml: webhook #4: signature.secrets: invalid type: string \"***\", expected a sequence",
-            "hooks.toml: webhook #4: filter: the expression uses the unknown name `evnt`",
+            "hooks.toml: webhook #4: filter: line 1, column 1: the expression uses the unknown name `evnt`",
             "hooks.toml: webhook \"a\": name: appears more than once",
         ] {
             assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
