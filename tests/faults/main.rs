@@ -11,15 +11,18 @@
 //! | `connections::terminated_listen_and_pool_connections_are_replaced_while_deliveries_flow` | 6 × `pg_terminate_backend` of the LISTEN connection, every other time of the pool's too |
 //! | `shutdown::sigterm_with_postgres_stopped_exits_within_a_bound` | SIGTERM while Postgres is down |
 //! | `isolation::poison_events_are_set_aside_while_every_other_event_flows` | events nested 130 deep (emit, capture), duplicated ids (two doors) |
+//! | `health::readyz_answers_503_with_a_reason_while_the_database_is_down` | Postgres crashed, then started again |
+//! | `health::readyz_answers_503_while_events_wait_and_routing_is_stuck` | a session holds the routing cursor's lock while events wait |
 //!
 //! Producers commit events (`outbox.emit`, one transaction each) during the faults; the receiver
 //! answers 2xx after 0-19 ms, except a 500 for the first attempt of one record in eight. After the
-//! last fault, every test but the poison one asserts what [`verdict`] describes: no committed event
+//! last fault, every test but the poison and health ones asserts what [`verdict`] describes: no committed event
 //! lost, no (`webhook-id`, `webhook-attempt`) pair received twice, no delivery that got a 2xx sent
 //! again unless that 2xx was in flight at a fault, all within a bound. The tests run one at a time
 //! (each keeps both cores of the development machine busy); the suite takes about three minutes.
 
 mod connections;
+mod health;
 mod isolation;
 mod postgres_crash;
 mod producers;

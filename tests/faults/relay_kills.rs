@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::producers::Producers;
-use crate::rig::{Dice, Rig, one_at_a_time};
+use crate::rig::{Dice, RECOVERY, Rig, one_at_a_time};
 use crate::verdict::settle_and_judge;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,8 +19,7 @@ async fn kill_9_of_the_relay_in_a_loop_while_producers_commit() {
         tokio::time::sleep(dice.millis(500..2500)).await;
         rig.kill_and_restart(&mut relay).await;
     }
-    // The last relay gets some fresh events too, then the producers stop.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    more_deliveries(&rig).await;
     let commits = producers.stop().await;
     settle_and_judge(&rig, &commits, &[&relay]).await;
 }
@@ -48,7 +47,13 @@ async fn relays_with_one_killed_repeatedly(test: &str, count: usize) {
         tokio::time::sleep(dice.millis(500..2500)).await;
         rig.kill_and_restart(&mut relays[0]).await;
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    more_deliveries(&rig).await;
     let commits = producers.stop().await;
     settle_and_judge(&rig, &commits, &relays.iter().collect::<Vec<_>>()).await;
+}
+
+/// Lets the relays work a little after the last kill, with the producers still committing.
+async fn more_deliveries(rig: &Rig) {
+    let before = rig.receiver.count();
+    rig.receiver.wait_for(before + 100, RECOVERY).await;
 }
