@@ -19,7 +19,7 @@
 //! last fault, every test but the poison and health ones asserts what [`verdict`] describes: no committed event
 //! lost, no (`webhook-id`, `webhook-attempt`) pair received twice, no delivery that got a 2xx sent
 //! again unless that 2xx was in flight at a fault, all within a bound. The tests run one at a time
-//! (each keeps both cores of the development machine busy); the suite takes about three minutes.
+//! (each keeps both cores of the development machine busy); the suite takes three to four minutes.
 
 mod connections;
 mod health;
