@@ -10,7 +10,7 @@ use outbox_testkit::wait_until;
 use crate::producers::Producers;
 use crate::relay::sessions;
 use crate::rig::{RECOVERY, Rig, one_at_a_time};
-use crate::verdict::settle_and_judge;
+use crate::settle::settle_and_judge;
 
 const LISTENER: &str = "outbox-relay listener";
 const POOL: &str = "outbox-relay";

@@ -29,5 +29,6 @@ mod producers;
 mod relay;
 mod relay_kills;
 mod rig;
+mod settle;
 mod shutdown;
 mod verdict;

@@ -13,7 +13,7 @@ use outbox_testkit::wait_until;
 
 use crate::producers::Commits;
 use crate::rig::{Dice, RECOVERY, Rig, one_at_a_time};
-use crate::verdict::settle_and_judge;
+use crate::settle::settle_and_judge;
 
 const BACKLOG: usize = 3000;
 const CRASHES: usize = 5;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::producers::Producers;
 use crate::rig::{Dice, RECOVERY, Rig, one_at_a_time};
-use crate::verdict::settle_and_judge;
+use crate::settle::settle_and_judge;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_relay_in_a_loop_while_producers_commit() {

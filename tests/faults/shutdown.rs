@@ -9,7 +9,7 @@ use outbox_testkit::{Reply, wait_until};
 
 use crate::producers::Producers;
 use crate::rig::{RECOVERY, Rig, one_at_a_time};
-use crate::verdict::settle_and_judge;
+use crate::settle::settle_and_judge;
 
 /// How long the relay may take to exit after SIGTERM with the database down: in-flight attempts
 /// end within the webhook's timeout (2 s), unrecorded results get a grace of at most about 10 s;
