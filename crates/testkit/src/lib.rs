@@ -6,12 +6,16 @@
 //! - [`TestReceiver`] is an HTTP server on port 0 that records every request and answers as the
 //!   test scripts it (status, delay, body, headers); [`TestReceiver::start_tls`] serves HTTPS
 //!   with certificates from a [`tls::TestCa`], optionally requiring a client certificate.
+//! - [`CrashableCluster`] is a private Postgres of one test's own, which it may crash
+//!   (`pg_ctl stop -m immediate`), stop and start again on the same data directory and port.
 //! - [`wait_until`] polls a condition with a deadline: tests never sleep to synchronise.
 
+mod cluster;
 mod db;
 mod receiver;
 pub mod tls;
 
+pub use cluster::CrashableCluster;
 pub use db::{TestDb, admin_url};
 pub use receiver::{Received, Reply, TestReceiver};
 

@@ -28,6 +28,11 @@ pub struct Received {
     pub at: Instant,
     /// When the response was sent (after any scripted delay).
     pub answered_at: Instant,
+    /// The status scripted for this request.
+    pub status: u16,
+    /// Whether the response was handed to the connection: false while the scripted delay runs, or
+    /// when the client went away during it (its sender was killed, or gave up at its timeout).
+    pub answered: bool,
     /// DER of the certificate the client presented (TLS receivers that ask for one).
     pub client_cert: Option<Bytes>,
 }
@@ -289,13 +294,15 @@ async fn handle(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    let received = Received {
+    let mut received = Received {
         method,
         path,
         headers,
         body,
         at,
         answered_at: at,
+        status: 0,
+        answered: false,
         client_cert,
     };
     // Recorded on arrival, so a request whose sender died mid-way is still seen.
@@ -310,6 +317,7 @@ async fn handle(
                 None => Reply::ok(),
             },
         };
+        received.status = reply.status;
         s.received.push(received);
         (reply, s.received.len() - 1)
     };
@@ -320,6 +328,7 @@ async fn handle(
         let mut s = state.lock().unwrap();
         s.in_flight -= 1;
         s.received[index].answered_at = Instant::now();
+        s.received[index].answered = true;
     }
     let mut response = Response::builder().status(reply.status);
     for (n, v) in &reply.headers {
