@@ -11,7 +11,7 @@ use outbox_testkit::{Reply, TestDb, TestReceiver, wait_until};
 
 use crate::support::*;
 
-/// The metric names of DESIGN §7, exactly.
+/// The metric names of docs/operations.md, exactly.
 const METRICS: [&str; 11] = [
     "outbox_events_routed_total",
     "outbox_deliveries_created_total",
@@ -148,7 +148,7 @@ async fn metrics_count_known_traffic_exactly() {
     let (mut relay, addr) = spawn_relay(&db, &[("RUST_LOG", "info,outbox_sender=debug")]).await;
     let metrics_url = format!("http://{addr}/metrics");
 
-    // Before any traffic: exactly the names of DESIGN §7, every series at zero.
+    // Before any traffic: exactly the documented names, every series at zero.
     let (status, text) = http("GET", &metrics_url, None).await;
     assert_eq!(status, 200);
     let mut names = METRICS.map(String::from).to_vec();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// One webhook. Field names are the public config keys (DESIGN §5) and the `outbox.webhooks` columns.
+/// One webhook. Field names are the public config keys (docs/webhooks.md) and the `outbox.webhooks` columns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSpec {

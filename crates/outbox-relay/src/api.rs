@@ -1,4 +1,4 @@
-//! The admin JSON API under `/api` (DESIGN §7):
+//! The admin JSON API under `/api` (docs/operations.md, "Admin API"):
 //!
 //! | route | answers |
 //! |---|---|

@@ -435,7 +435,7 @@ fn literal_output(source: &str) -> &str {
     s.strip_suffix('\r').unwrap_or(s)
 }
 
-/// The default JSON body (DESIGN §5), in the documented key order, serialised straight from the
+/// The default JSON body (docs/templates.md, "Default body"), in the documented key order, serialised straight from the
 /// event (no copy of its data).
 pub fn default_body(event: &Event, message_id: &str) -> Vec<u8> {
     #[derive(serde::Serialize)]

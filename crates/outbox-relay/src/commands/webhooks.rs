@@ -6,7 +6,7 @@ use crate::catalog::{WEBHOOK_COLUMNS, webhook_row};
 use crate::error::Failure;
 use crate::output;
 
-/// Every configuration key (DESIGN §5), in this order; keys a webhook leaves out are shown as
+/// Every configuration key (docs/webhooks.md), in this order; keys a webhook leaves out are shown as
 /// null, so `--json` output always has the same shape.
 const KEYS: [&str; 20] = [
     "name",
