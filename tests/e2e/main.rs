@@ -14,6 +14,7 @@ mod outcomes;
 mod queueing;
 mod render;
 mod retention;
+mod secrets;
 mod signing;
 mod spine;
 mod support;

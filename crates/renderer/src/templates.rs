@@ -46,7 +46,7 @@ pub enum RenderError {
     },
     #[error("{field} rendered to more than {MAX_OUTPUT} bytes (the limit of a rendered field)")]
     TooLarge { field: String },
-    #[error("url rendered to {url:?}, which is not an absolute http(s) URL: {reason}")]
+    #[error("url rendered to {:?}, which is not an absolute http(s) URL: {reason}", outbox_core::redact::redact_url(.url))]
     BadUrl { url: String, reason: String },
     #[error("header {name} rendered to a value with a line break")]
     BadHeader { name: String },

@@ -29,6 +29,7 @@
 
 mod endpoint;
 mod error;
+mod network;
 pub mod policy;
 pub mod related;
 mod request;
@@ -39,7 +40,8 @@ mod transport;
 
 pub use endpoint::{Directory, Endpoint, FieldError};
 pub use error::Error;
-pub use policy::{NetworkPolicy, Outcome};
+pub use network::{METADATA, NetworkPolicy};
+pub use policy::Outcome;
 pub use related::RelatedError;
 pub use request::{USER_AGENT, build_request, message_id};
 pub use runtime::{Sender, SenderOptions};
