@@ -8,6 +8,7 @@
 
 mod cli_contract;
 mod config;
+mod hostile_urls;
 mod lifecycle;
 mod native;
 mod ops;

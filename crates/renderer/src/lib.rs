@@ -35,6 +35,7 @@ mod escape;
 mod fields;
 mod filters;
 mod templates;
+mod url_path;
 
 pub use context::RenderContext;
 pub use escape::{escape_html, escape_xml, percent_encode};

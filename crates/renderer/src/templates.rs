@@ -379,7 +379,12 @@ impl io::Write for Capped {
 
 fn check_url(url: &str) -> Result<(), RenderError> {
     match url::Url::parse(url) {
-        Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => Ok(()),
+        Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => {
+            crate::url_path::check_no_dot_segments(url).map_err(|reason| RenderError::BadUrl {
+                url: url.into(),
+                reason,
+            })
+        }
         Ok(u) => Err(RenderError::BadUrl {
             url: url.into(),
             reason: format!(
