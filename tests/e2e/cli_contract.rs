@@ -214,3 +214,203 @@ async fn exit_codes_follow_the_rule() {
     );
     assert_eq!(delivery_log(&client).await[0].status, "pending");
 }
+
+/// Every webhook and relation of a database, secrets included, in name order.
+async fn configuration(
+    db: &TestDb,
+) -> (Vec<outbox_core::WebhookSpec>, Vec<(String, String, String)>) {
+    let client = db.connect().await;
+    let webhooks = client
+        .query(
+            &format!(
+                "SELECT {} FROM outbox.webhooks ORDER BY name",
+                outbox_relay::catalog::WEBHOOK_COLUMNS
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| outbox_relay::catalog::webhook_row(r).unwrap().spec.unwrap())
+        .collect();
+    let relations = client
+        .query(
+            "SELECT entity, name, query FROM outbox.relations ORDER BY entity, name",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    (webhooks, relations)
+}
+
+#[tokio::test]
+async fn webhooks_export_round_trips_through_apply_without_writing_a_secret() {
+    let db = TestDb::new().await;
+    let ca = outbox_testkit::tls::TestCa::new("export test CA");
+    let identity = ca.client_cert("relay");
+    let source = format!(
+        r#"
+[[relation]]
+entity = "shipment"
+name   = "order"
+query  = "SELECT jsonb_build_object('code', 'SO-' || ($1->>'order_id'))"
+
+[[relation]]
+entity = "invoice"
+name   = "customer"
+query  = "SELECT jsonb_build_object('name', $1->>'customer')"
+
+[[webhook]]
+name           = "carrier-shipments"
+contact        = "it@example.com"
+events         = ["shipment.created", "shipment.updated"]
+filter         = 'event.data.carrier == "dhl"'
+url            = "https://relay:UrlPass_1@carrier.example/s/{{{{ id }}}}?api_key=QueryKey_2&id={{{{ id }}}}"
+method         = "PUT"
+headers        = {{ "X-Api-Key" = "HeaderKey_3", "X-Shop" = "{{{{ event.metadata.shop }}}}" }}
+content_type   = "application/xml"
+body           = '''<s id="{{{{ event.data.id }}}}" note="$${{literal}}">
+  <o>{{{{ related.order.code }}}}</o>
+</s>'''
+priority       = 10
+coalesce       = true
+ordered        = true
+active         = false
+timeout        = "10s"
+max_attempts   = 3
+retry_schedule = ["5s", "1m"]
+max_in_flight  = 4
+
+[webhook.auth]
+basic = {{ username = "relay", password = "BasicPass_4" }}
+
+[webhook.signature]
+secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"]
+
+[webhook.tls]
+client_cert = """{bundle}"""
+ca_cert     = """{ca_pem}"""
+
+[[webhook]]
+name   = "token-hook"
+events = ["*"]
+url    = "https://Token_5@h.example/x"
+
+[webhook.signature]
+scheme   = "hmac-sha256"
+secrets  = ["HmacSecret_6"]
+header   = "x-sig"
+prefix   = ""
+encoding = "base64"
+"#,
+        bundle = identity.bundle_pem(),
+        ca_pem = ca.cert_pem(),
+    );
+    apply(&db, &source).await;
+    let (webhooks, relations) = configuration(&db).await;
+    assert_eq!((webhooks.len(), relations.len()), (2, 2));
+
+    let (code, exported, stderr) = cli(&db, &["webhooks", "export"], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let key_lines: Vec<&str> = identity.key_pem.lines().skip(1).collect();
+    for secret in [
+        "UrlPass_1",
+        "QueryKey_2",
+        "HeaderKey_3",
+        "BasicPass_4",
+        "Token_5",
+        "HmacSecret_6",
+        "whsec_",
+    ]
+    .into_iter()
+    .chain(key_lines.iter().copied())
+    {
+        assert!(!exported.contains(secret), "{secret} in:\n{exported}");
+    }
+    assert!(exported.contains("note=\"$${literal}\""), "{exported}");
+    // The comment names every variable, and the secret each stands for.
+    let carrier = &webhooks[0];
+    let token = &webhooks[1];
+    let signature = carrier.signature.as_ref().unwrap();
+    let env: Vec<(&str, String)> = vec![
+        ("CARRIER_SHIPMENTS_URL_PASSWORD", "UrlPass_1".into()),
+        ("CARRIER_SHIPMENTS_URL_API_KEY", "QueryKey_2".into()),
+        ("CARRIER_SHIPMENTS_HEADER_X_API_KEY", "HeaderKey_3".into()),
+        ("CARRIER_SHIPMENTS_PASSWORD", "BasicPass_4".into()),
+        (
+            "CARRIER_SHIPMENTS_SIGNING_SECRET_1",
+            signature.secrets[0].clone(),
+        ),
+        (
+            "CARRIER_SHIPMENTS_SIGNING_SECRET_2",
+            signature.secrets[1].clone(),
+        ),
+        (
+            "CARRIER_SHIPMENTS_CLIENT_CERT",
+            carrier.tls.as_ref().unwrap().client_cert.clone().unwrap(),
+        ),
+        ("TOKEN_HOOK_URL_USER", "Token_5".into()),
+        (
+            "TOKEN_HOOK_SIGNING_SECRET",
+            token.signature.as_ref().unwrap().secrets[0].clone(),
+        ),
+    ];
+    for (var, _) in &env {
+        assert!(
+            exported
+                .lines()
+                .any(|l| l.starts_with("#   ") && l.contains(var)),
+            "{var} is not named in the comment:\n{exported}"
+        );
+        assert!(
+            exported.contains(&format!("${{{var}}}")),
+            "{var}:\n{exported}"
+        );
+    }
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+
+    // Applied to another database, it gives exactly the same configuration.
+    let file = temp_file("exported.toml", &exported);
+    let file = file.to_str().unwrap();
+    let copy = TestDb::new().await;
+    let (code, _, stderr) = cli(&copy, &["apply", file], &env_refs);
+    assert_eq!(code, 0, "{stderr}\n{exported}");
+    assert_eq!(configuration(&copy).await, (webhooks, relations));
+    // Applied to the original, it changes nothing.
+    let (code, plan, stderr) = cli(&db, &["apply", file, "--dry-run"], &env_refs);
+    assert_eq!(code, 0, "{stderr}");
+    let changes: Vec<&str> = plan
+        .lines()
+        .filter(|l| l.contains("webhook") || l.contains("relation"))
+        .filter(|l| !l.starts_with("unchanged"))
+        .collect();
+    assert!(changes.is_empty(), "{plan}");
+    // Without the variables, apply says which are missing and writes nothing.
+    let (code, _, stderr) = cli(&TestDb::new().await, &["apply", file], &[]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("CARRIER_SHIPMENTS_PASSWORD is not set"),
+        "{stderr}"
+    );
+
+    // Named webhooks come with the relations their templates use.
+    let (code, one, _) = cli(&db, &["webhooks", "export", "carrier-shipments"], &[]);
+    assert_eq!(code, 0);
+    assert!(
+        one.contains("name = \"order\"") && !one.contains("customer"),
+        "{one}"
+    );
+    assert!(!one.contains("token-hook"), "{one}");
+    let (code, one, _) = cli(&db, &["webhooks", "export", "token-hook"], &[]);
+    assert_eq!(code, 0);
+    assert!(
+        !one.contains("[[relation]]") && one.contains("token-hook"),
+        "{one}"
+    );
+    let (code, _, stderr) = cli(&db, &["webhooks", "export", "token-hook", "nope"], &[]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("no webhook named \"nope\""), "{stderr}");
+}

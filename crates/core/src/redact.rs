@@ -33,10 +33,30 @@ pub fn is_sensitive(name: &str) -> bool {
         .any(|word| name.contains(word))
 }
 
+/// A credential inside a URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UrlCredential<'a> {
+    /// The password of the user info.
+    Password,
+    /// A user info without password: the user is the credential.
+    User,
+    /// The value of the query (or fragment) parameter of this name.
+    Parameter(&'a str),
+}
+
 /// The URL (or URL template) with its user info's password, a password-less user info and the
 /// values of credential-like query (and fragment) parameters replaced by `***`:
 /// `https://u:pw@host/?api_key=k&id=1` → `https://u:***@host/?api_key=***&id=1`.
 pub fn redact_url(url: &str) -> String {
+    replace_url_credentials(url, |_, _| "***".to_string())
+}
+
+/// The URL (or URL template) with every credential [`redact_url`] hides replaced by what
+/// `replace(which, value)` returns (`webhooks export` writes `${VAR}` placeholders).
+pub fn replace_url_credentials(
+    url: &str,
+    mut replace: impl FnMut(UrlCredential<'_>, &str) -> String,
+) -> String {
     let (before_fragment, fragment) = match url.split_once('#') {
         Some((b, f)) => (b, Some(f)),
         None => (url, None),
@@ -45,14 +65,14 @@ pub fn redact_url(url: &str) -> String {
         Some((b, q)) => (b, Some(q)),
         None => (before_fragment, None),
     };
-    let mut out = redact_authority(base);
+    let mut out = replace_authority(base, &mut replace);
     if let Some(query) = query {
         out.push('?');
-        out.push_str(&redact_pairs(query));
+        out.push_str(&replace_pairs(query, &mut replace));
     }
     if let Some(fragment) = fragment {
         out.push('#');
-        out.push_str(&redact_pairs(fragment));
+        out.push_str(&replace_pairs(fragment, &mut replace));
     }
     out
 }
@@ -97,8 +117,11 @@ fn next_url_start(lower: &str, from: usize) -> Option<usize> {
     }
 }
 
-/// `scheme://userinfo@host/path` with the user info redacted.
-fn redact_authority(base: &str) -> String {
+/// `scheme://userinfo@host/path` with the user info's credential replaced.
+fn replace_authority(
+    base: &str,
+    replace: &mut impl FnMut(UrlCredential<'_>, &str) -> String,
+) -> String {
     let Some((scheme, rest)) = base.split_once("://") else {
         return base.to_string();
     };
@@ -106,19 +129,30 @@ fn redact_authority(base: &str) -> String {
     let (authority, path) = rest.split_at(authority_end);
     match authority.rsplit_once('@') {
         Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
-            None => format!("{scheme}://***@{host}{path}"),
+            Some((user, password)) => {
+                let password = replace(UrlCredential::Password, password);
+                format!("{scheme}://{user}:{password}@{host}{path}")
+            }
+            None => {
+                let user = replace(UrlCredential::User, userinfo);
+                format!("{scheme}://{user}@{host}{path}")
+            }
         },
         None => base.to_string(),
     }
 }
 
 /// `a=1&api_key=k` → `a=1&api_key=***`.
-fn redact_pairs(pairs: &str) -> String {
+fn replace_pairs(
+    pairs: &str,
+    replace: &mut impl FnMut(UrlCredential<'_>, &str) -> String,
+) -> String {
     pairs
         .split('&')
         .map(|pair| match pair.split_once('=') {
-            Some((k, _)) if is_sensitive(k) => format!("{k}=***"),
+            Some((k, v)) if is_sensitive(k) => {
+                format!("{k}={}", replace(UrlCredential::Parameter(k), v))
+            }
             _ => pair.to_string(),
         })
         .collect::<Vec<_>>()
@@ -185,6 +219,23 @@ mod tests {
         ] {
             assert_eq!(redact_url(url), url);
         }
+    }
+
+    #[test]
+    fn credentials_can_be_replaced_by_anything() {
+        let url = "https://relay:pw@h.example/x/{{ id }}?api_key=k&id=1";
+        let replaced = replace_url_credentials(url, |which, value| match which {
+            UrlCredential::Password => format!("<password {value}>"),
+            UrlCredential::User => unreachable!(),
+            UrlCredential::Parameter(name) => format!("<{name} {value}>"),
+        });
+        assert_eq!(
+            replaced,
+            "https://relay:<password pw>@h.example/x/{{ id }}?api_key=<api_key k>&id=1"
+        );
+        let user =
+            replace_url_credentials("http://T@h/", |which, value| format!("{which:?}={value}"));
+        assert_eq!(user, "http://User=T@h/");
     }
 
     #[test]

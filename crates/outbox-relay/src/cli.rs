@@ -150,6 +150,12 @@ pub enum WebhooksCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print the webhooks (all, or those named) and the relations they use as a TOML file that
+    /// `apply` accepts; secrets become ${VAR} placeholders, named in a comment.
+    Export {
+        /// Webhook names; none means every webhook and every relation.
+        names: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod deliveries;
 pub mod demo;
+pub mod export;
 pub mod fields;
 pub mod test_cmd;
 pub mod webhooks;
