@@ -36,7 +36,9 @@ mod request;
 mod runtime;
 mod signature;
 mod tls;
+mod tls_config;
 mod transport;
+mod x509;
 
 pub use endpoint::{Directory, Endpoint, FieldError};
 pub use error::Error;

@@ -119,8 +119,8 @@ impl HttpTransport {
         let policy = policy.clone();
         let built = tokio::task::spawn_blocking(move || {
             settings
-                .apply(client_builder(&policy))
-                .and_then(|b| b.build())
+                .apply(client_builder(&policy))?
+                .build()
                 .map_err(|e| chain(&e))
         })
         .await
