@@ -5,6 +5,7 @@ pub mod deliveries;
 pub mod demo;
 pub mod export;
 pub mod fields;
+pub mod leftovers;
 pub mod test_cmd;
 pub mod webhooks;
 
