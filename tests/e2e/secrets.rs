@@ -78,8 +78,24 @@ async fn url_credentials_never_appear_in_errors_outputs_or_logs() {
         "the error still names the URL, redacted: {errors:?}"
     );
 
-    // The CLI.
+    // The CLI. One attempt's error is as an older relay recorded it, unredacted: shown redacted.
     let query_key = log.iter().find(|d| d.webhook == "query-key").unwrap().id;
+    let raw =
+        format!("error sending request for url (http://127.0.0.1:1/hook?api_key={QUERY_KEY})");
+    client
+        .execute(
+            "UPDATE outbox.attempts SET error = $2 WHERE delivery_id = $1",
+            &[&query_key, &raw],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "UPDATE outbox.deliveries_done SET last_error = $2 WHERE id = $1",
+            &[&query_key, &raw],
+        )
+        .await
+        .unwrap();
     let id = query_key.to_string();
     for args in [
         &["deliveries", "list"][..],

@@ -1,6 +1,7 @@
 //! `deliveries list|show|retry`: the webhook queue.
 
 use chrono::{DateTime, Utc};
+use outbox_core::redact::redact_urls_in;
 use serde::Serialize;
 
 use crate::cli::{ListArgs, RetryArgs};
@@ -86,7 +87,10 @@ fn view(row: &tokio_postgres::Row) -> Result<DeliveryView, tokio_postgres::Error
         updated_at: row.try_get(11)?,
         next_attempt_at: row.try_get(12)?,
         last_status: row.try_get(13)?,
-        last_error: row.try_get(14)?,
+        // Errors are redacted when recorded; rows recorded by older relays are redacted here.
+        last_error: row
+            .try_get::<_, Option<String>>(14)?
+            .map(|e| redact_urls_in(&e)),
         last_response: row.try_get(15)?,
     })
 }
@@ -156,7 +160,7 @@ pub async fn fetch(
             duration_ms: r.get(2),
             status: r.get(3),
             outcome: r.get(4),
-            error: r.get(5),
+            error: r.get::<_, Option<String>>(5).map(|e| redact_urls_in(&e)),
             response: r.get(6),
         })
         .collect();
