@@ -694,6 +694,7 @@ secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
         "valid",
         "error",
         "disabled_reason",
+        "config",
     ];
     for w in &listed {
         let object = w.as_object().unwrap();
@@ -722,6 +723,11 @@ secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
     let broken = &listed[1];
     assert_eq!(broken["name"], "sql-broken");
     assert_eq!(broken["valid"], false);
+    assert_eq!(
+        shown["config"]["url"], shown["url"],
+        "config holds the same keys"
+    );
+    assert_eq!(shown["config"]["auth"], shown["auth"]);
     assert_eq!(
         broken["error"],
         "filter: the expression does not compile as CEL"

@@ -6,8 +6,10 @@
 //! deadlines and never assert timings, except where a delay is the promise itself (Retry-After),
 //! and then with a loose tolerance.
 
+mod cli_contract;
 mod config;
 mod hostile;
+mod hostile_urls;
 mod isolation;
 mod lifecycle;
 mod native;
@@ -16,6 +18,7 @@ mod outcomes;
 mod queueing;
 mod render;
 mod retention;
+mod secrets;
 mod signing;
 mod spine;
 mod support;

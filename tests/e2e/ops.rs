@@ -11,7 +11,7 @@ use outbox_testkit::{Reply, TestDb, TestReceiver, wait_until};
 
 use crate::support::*;
 
-/// The metric names of DESIGN §7, exactly.
+/// The metric names of docs/operations.md, exactly.
 const METRICS: [&str; 14] = [
     "outbox_events_routed_total",
     "outbox_deliveries_created_total",

@@ -122,7 +122,7 @@ async fn hmac_sha256_signs_the_raw_body_with_the_configured_header_prefix_and_en
     apply(
         &db,
         &format!(
-            r#"# The published test vector (DESIGN §6): a plain-text body signed with the defaults.
+            r#"# The published test vector (docs/sending.md): a plain-text body signed with the defaults.
 [[webhook]]
 name = "vector"
 events = ["order.*"]

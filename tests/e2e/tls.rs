@@ -268,3 +268,136 @@ async fn send_until(
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
     }
 }
+
+/// `openssl s_server` on an ephemeral loopback port, requiring a client certificate issued by
+/// `client_ca`; answers every `GET` with 200 and a status page. Killed when dropped.
+struct OpensslServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl OpensslServer {
+    fn start(
+        dir: &std::path::Path,
+        server: &outbox_testkit::tls::CertAndKey,
+        client_ca: &str,
+    ) -> OpensslServer {
+        use std::io::BufRead;
+        std::fs::write(dir.join("server.pem"), &server.cert_pem).unwrap();
+        std::fs::write(dir.join("server.key"), &server.key_pem).unwrap();
+        std::fs::write(dir.join("client-ca.pem"), client_ca).unwrap();
+        let mut child = std::process::Command::new("openssl")
+            .args([
+                "s_server",
+                "-accept",
+                "127.0.0.1:0",
+                "-cert",
+                "server.pem",
+                "-key",
+                "server.key",
+                "-Verify",
+                "1",
+                "-CAfile",
+                "client-ca.pem",
+                "-www",
+            ])
+            .current_dir(dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl s_server starts (these tests need the openssl command)");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let port = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|l| {
+                l.strip_prefix("ACCEPT 127.0.0.1:")
+                    .and_then(|p| p.trim().parse().ok())
+            })
+            .expect("openssl s_server says where it listens");
+        // Keep reading its output so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+        OpensslServer { child, port }
+    }
+}
+
+impl Drop for OpensslServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn an_x509_v1_client_certificate_made_by_openssl_is_applied_and_presented() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = outbox_testkit::tls::openssl_v1_client(dir.path(), "relay-v1");
+    let server_ca = TestCa::new("server CA");
+    let server = OpensslServer::start(dir.path(), &server_ca.server_cert(), &v1.ca_pem);
+    let identity = temp_file("v1-client.pem", &v1.client.bundle_pem());
+    let url = format!("https://127.0.0.1:{}/hook?id={{{{ id }}}}", server.port);
+    let hook = |name: &str, client_cert: Option<&str>| {
+        let client_cert = client_cert
+            .map(|c| format!("client_cert = \"{c}\"\n"))
+            .unwrap_or_default();
+        format!(
+            "[[webhook]]\nname = \"{name}\"\nevents = [\"order.*\"]\nurl = \"{url}\"\nmethod = \"GET\"\nmax_attempts = 1\n[webhook.tls]\n{client_cert}ca_cert = '''\n{}'''\n",
+            server_ca.cert_pem()
+        )
+    };
+    // `apply` takes the v1 certificate (it used to refuse it: UnsupportedCertVersion).
+    let file = temp_file(
+        "hooks.toml",
+        &[
+            hook("v1-client", Some(identity.to_str().unwrap())),
+            hook("no-client-cert", None),
+        ]
+        .concat(),
+    );
+    let (code, stdout, stderr) = cli(&db, &["apply", file.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+
+    let relay = start(&db).await;
+    let client = db.connect().await;
+    emit(
+        &client,
+        "order.created",
+        "order",
+        "1",
+        serde_json::json!({}),
+    )
+    .await;
+    wait_for_webhook_status(&client, "v1-client", 1, "succeeded").await;
+    let refused = wait_for_webhook_status(&client, "no-client-cert", 1, "dead").await;
+    relay.stop().await;
+    // The server requires a certificate from the v1 CA: only the webhook presenting the v1
+    // certificate got through.
+    let (_, status, outcome, error) = &attempt_errors(&client, refused[0].id).await[0];
+    assert_eq!(
+        (status, outcome.as_str()),
+        (&None, "connect_error"),
+        "{error:?}"
+    );
+
+    // `test --send` presents it too.
+    let (code, stdout, stderr) = cli(
+        &db,
+        &[
+            "test",
+            "v1-client",
+            "--entity",
+            "order",
+            "--id",
+            "1",
+            "--send",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let preview: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(preview["response"]["status"], 200, "{stdout}");
+}

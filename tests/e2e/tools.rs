@@ -79,11 +79,177 @@ async fn demo_once_starts_its_own_postgres_without_database_url() {
     assert!(out.contains("all 11 sample deliveries succeeded"), "{out}");
     let dir = out
         .split_whitespace()
-        .find(|w| w.contains("outbox-relay-pg-"))
+        .find(|w| w.contains("outbox-relay-demo-"))
         .expect("the demo names its data directory");
     assert!(
         !std::path::Path::new(dir).exists(),
         "{dir} is removed on exit"
+    );
+}
+
+/// Whether a process with this pid exists.
+fn running(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The `outbox-relay-demo-*` entries of `dir`.
+fn demo_leftovers(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("outbox-relay-demo-"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn a_demo_killed_with_sigkill_leaves_its_private_postgres_and_the_next_demo_removes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tmpdir = tmp.path().to_str().unwrap();
+    // Not leftovers of a dead demo: one whose owner runs (this test), a test cluster.
+    let live = format!("outbox-relay-demo-{}-live", std::process::id());
+    std::fs::create_dir(tmp.path().join(&live)).unwrap();
+    std::fs::create_dir(tmp.path().join("outbox-relay-pg-test")).unwrap();
+
+    let mut killed = Spawned::start_without(&["demo"], &[("TMPDIR", tmpdir)], &["DATABASE_URL"]);
+    let dir = killed
+        .wait_line(false, "the demo's private Postgres", |l| {
+            let rest = l.strip_prefix("database   a private Postgres in ")?;
+            Some(std::path::PathBuf::from(rest.split(" (port").next()?))
+        })
+        .await;
+    killed.child.kill().unwrap();
+    killed.child.wait().unwrap();
+    assert!(dir.join("data").is_dir(), "SIGKILL leaves {dir:?} behind");
+    // Its server notices its parent died and stops.
+    wait_until(SOON, "the killed demo's Postgres to stop", || async {
+        let pid = std::fs::read_to_string(dir.join("data/postmaster.pid"))
+            .ok()
+            .and_then(|t| t.lines().next()?.trim().parse::<u32>().ok());
+        (!pid.is_some_and(running)).then_some(())
+    })
+    .await;
+
+    let mut next = Spawned::start_without(
+        &["demo", "--once"],
+        &[("TMPDIR", tmpdir)],
+        &["DATABASE_URL"],
+    );
+    let code = next.wait_exit(Duration::from_secs(120)).await;
+    let out = next.stdout_text();
+    assert_eq!(
+        code,
+        Some(0),
+        "stdout:\n{out}\nstderr:\n{}",
+        next.stderr_text()
+    );
+    assert!(out.contains(&format!("removed {}", dir.display())), "{out}");
+    assert!(!dir.exists(), "{dir:?} was removed");
+    assert_eq!(
+        demo_leftovers(tmp.path()),
+        vec![live],
+        "only the live owner's is kept"
+    );
+    assert!(
+        tmp.path().join("outbox-relay-pg-test").exists(),
+        "test clusters are not the demo's"
+    );
+}
+
+#[tokio::test]
+async fn a_demo_killed_with_sigkill_leaves_its_database_and_the_next_demo_drops_it() {
+    let admin = outbox_testkit::admin_url();
+    let tmp = tempfile::tempdir().unwrap();
+    let tmpdir = tmp.path().to_str().unwrap();
+    let env = [("DATABASE_URL", admin.as_str()), ("TMPDIR", tmpdir)];
+    let mut killed = Spawned::start(&["demo"], &env);
+    let name = killed
+        .wait_line(false, "the demo's database", |l| {
+            let rest = l.strip_prefix("database   database ")?;
+            Some(rest.split_whitespace().next()?.to_string())
+        })
+        .await;
+    killed.child.kill().unwrap();
+    killed.child.wait().unwrap();
+
+    let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let exists = |name: String| {
+        let client = &client;
+        async move {
+            client
+                .query_one(
+                    "SELECT count(*) FROM pg_database WHERE datname = $1",
+                    &[&name],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+                == 1
+        }
+    };
+    assert!(exists(name.clone()).await, "SIGKILL leaves {name} behind");
+    // The server notices the killed demo's connections are gone.
+    wait_until(SOON, "the killed demo's connections to close", || async {
+        let open: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1",
+                &[&name],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        (open == 0).then_some(())
+    })
+    .await;
+    // A database another demo on this host still uses is never dropped: a live owner.
+    let live = format!("outbox_demo_{}_live0000", std::process::id());
+    for statement in [
+        format!("DROP DATABASE IF EXISTS {live}"),
+        format!("CREATE DATABASE {live}"),
+    ] {
+        client.batch_execute(&statement).await.unwrap();
+    }
+    let comment: String = client
+        .query_one(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    client
+        .batch_execute(&format!("COMMENT ON DATABASE {live} IS '{comment}'"))
+        .await
+        .unwrap();
+
+    let mut next = Spawned::start(&["demo", "--once"], &env);
+    let code = next.wait_exit(Duration::from_secs(120)).await;
+    let out = next.stdout_text();
+    assert_eq!(
+        code,
+        Some(0),
+        "stdout:\n{out}\nstderr:\n{}",
+        next.stderr_text()
+    );
+    assert!(out.contains(&format!("dropped database {name}")), "{out}");
+    assert!(!exists(name.clone()).await, "{name} was dropped");
+    assert!(
+        exists(live.clone()).await,
+        "{live} belongs to a running process"
+    );
+    client
+        .batch_execute(&format!("DROP DATABASE {live}"))
+        .await
+        .unwrap();
+    assert!(
+        demo_leftovers(tmp.path()).is_empty(),
+        "{:?}",
+        demo_leftovers(tmp.path())
     );
 }
 

@@ -1,5 +1,5 @@
 //! `outbox-bench`: measures outbox-relay against a real Postgres and prints a table of figures
-//! against the targets of DESIGN §10. Never run by the tests (which stay timing-free); CI runs
+//! against the project's targets (BENCHMARKS.md). Never run by the tests (which stay timing-free); CI runs
 //! `--smoke`, a tiny version that only proves the benchmark works.
 //!
 //! Build the release binaries first, then run the benchmark from the same directory:

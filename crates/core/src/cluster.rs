@@ -34,11 +34,18 @@ pub struct Options {
 }
 
 impl PrivateCluster {
-    /// Initialises and starts a cluster; blocks until it accepts connections.
+    /// Initialises and starts a cluster in a new directory `outbox-relay-pg-*` of the temporary
+    /// directory; blocks until it accepts connections.
     pub fn start(options: &Options) -> Result<PrivateCluster, Error> {
+        PrivateCluster::start_in(options, "outbox-relay-pg-")
+    }
+
+    /// Like [`PrivateCluster::start`], in a directory whose name starts with `prefix` (so that
+    /// its owner can recognise what it left behind if it was killed).
+    pub fn start_in(options: &Options, prefix: &str) -> Result<PrivateCluster, Error> {
         let bin = find_binaries()?;
         let dir = tempfile::Builder::new()
-            .prefix("outbox-relay-pg-")
+            .prefix(prefix)
             .tempdir()
             .map_err(|e| Error::Cluster(format!("cannot create a temporary directory: {e}")))?;
         let data = dir.path().join("data");

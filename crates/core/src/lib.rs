@@ -11,6 +11,7 @@
 //! - [`Event`]: an event row as the matcher, renderer and sender see it.
 //! - [`WebhookSpec`] / [`RelationSpec`]: a webhook's configuration exactly as a user writes it (TOML
 //!   for `apply`, or the columns of `outbox.webhooks`).
+//! - [`redact`]: credentials out of URLs and texts that quote them, wherever they are shown.
 //! - [`db`]: connection pools; [`cluster`]: a private Postgres started from the local binaries, for
 //!   `demo` and the tests.
 //!
@@ -27,6 +28,7 @@ pub mod db;
 mod error;
 mod event;
 mod migrate;
+pub mod redact;
 mod spec;
 pub mod sql;
 pub mod telemetry;

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// One webhook. Field names are the public config keys (DESIGN §5) and the `outbox.webhooks` columns.
+use crate::redact::{is_sensitive, redact_url};
+
+/// One webhook. Field names are the public config keys (docs/webhooks.md) and the `outbox.webhooks` columns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSpec {
@@ -220,60 +222,6 @@ impl WebhookSpec {
     }
 }
 
-/// Whether a header or query parameter of this name carries a credential (an API key, a token, a
-/// password), so that its value is shown as `***`.
-fn is_sensitive(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    name == "cookie"
-        || [
-            "auth",
-            "token",
-            "secret",
-            "passw",
-            "key",
-            "signature",
-            "sig",
-            "credential",
-        ]
-        .iter()
-        .any(|word| name.contains(word))
-}
-
-/// A URL (template) with the password of its user info and the values of credential-like query
-/// parameters replaced by `***`: `https://u:pw@host/?api_key=k&id=1` → `https://u:***@host/?api_key=***&id=1`.
-fn redact_url(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let mut out = match base.split_once("://") {
-        Some((scheme, rest)) => {
-            let authority_end = rest.find('/').unwrap_or(rest.len());
-            let (authority, path) = rest.split_at(authority_end);
-            match authority.rsplit_once('@') {
-                Some((userinfo, host)) => match userinfo.split_once(':') {
-                    Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
-                    None => base.to_string(),
-                },
-                None => base.to_string(),
-            }
-        }
-        None => base.to_string(),
-    };
-    if let Some(query) = query {
-        let pairs: Vec<String> = query
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((k, _)) if is_sensitive(k) => format!("{k}=***"),
-                _ => pair.to_string(),
-            })
-            .collect();
-        out.push('?');
-        out.push_str(&pairs.join("&"));
-    }
-    out
-}
-
 /// Parses a duration such as `30s`, `5m`, `2h`, `1d` or `1h 30m`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let trimmed = text.trim();
@@ -370,7 +318,14 @@ headers = { "X-Api-Key" = "k456", Authorization = "Bearer t789", "X-Shop" = "{{ 
         for secret in ["hunter2", "k123", "k456", "t789"] {
             assert!(!text.contains(secret), "{text}");
         }
-        assert_eq!(redact_url("https://x.example/a@b"), "https://x.example/a@b");
-        assert_eq!(redact_url("https://u@x.example/"), "https://u@x.example/");
+    }
+
+    #[test]
+    fn a_user_without_password_is_a_credential_too() {
+        let spec: WebhookSpec =
+            toml::from_str("name = \"a\"\nurl = \"http://Token_55@host.example/x\"").unwrap();
+        let shown = serde_json::to_string(&spec.redacted()).unwrap();
+        assert!(!shown.contains("Token_55"), "{shown}");
+        assert_eq!(spec.redacted().url, "http://***@host.example/x");
     }
 }

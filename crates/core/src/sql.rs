@@ -36,6 +36,7 @@ pub const DEAD_ALERTS: &str = include_str!("../../../sql/queries/dead_alerts.sql
 pub const RESCUE: &str = include_str!("../../../sql/queries/rescue.sql");
 pub const RELEASE_PARKED: &str = include_str!("../../../sql/queries/release_parked.sql");
 pub const RETRY: &str = include_str!("../../../sql/queries/retry.sql");
+pub const RETRY_CHECK: &str = include_str!("../../../sql/queries/retry_check.sql");
 pub const LATEST_EVENT: &str = include_str!("../../../sql/queries/latest_event.sql");
 pub const QUEUE_SAMPLE: &str = include_str!("../../../sql/queries/queue_sample.sql");
 pub const RETENTION_DELIVERIES: &str =

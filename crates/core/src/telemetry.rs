@@ -1,4 +1,4 @@
-//! Every metric the relay exports, named in one place, with one function per thing
+//! Every metric the relay exports, named in one place (listed in docs/operations.md, "Metrics"), with one function per thing
 //! that happens. Label values come only from bounded sets: webhook names (configured by the
 //! operator), outcomes and statuses below. Never an error string, URL or id.
 

@@ -1,4 +1,4 @@
-//! The admin JSON API under `/api` (DESIGN §7):
+//! The admin JSON API under `/api` (docs/operations.md, "Admin API"):
 //!
 //! | route | answers |
 //! |---|---|
@@ -18,7 +18,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
 use crate::commands::{deliveries, test_cmd, webhooks};
@@ -102,8 +102,8 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
             .headers()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
+            .and_then(bearer_token);
+        if !presented.is_some_and(|p| token_matches(p, token)) {
             let mut response = ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong bearer token: send Authorization: Bearer <the relay's OUTBOX_ADMIN_TOKEN>",
@@ -118,11 +118,26 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
     next.run(request).await
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// The token of an `Authorization: Bearer <token>` header; the scheme is case-insensitive
+/// (RFC 9110), so `bearer` and `BEARER` work too.
+fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Whether the presented token is the admin token, in time that depends on neither: both are
+/// hashed to 32 bytes first (so their lengths do not matter) and every byte of the digests is
+/// compared, without an early return.
+fn token_matches(presented: &str, expected: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let a = Sha256::digest(presented.as_bytes());
+    let b = Sha256::digest(expected.as_bytes());
+    let difference = a
+        .iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(difference) == 0
 }
 
 async fn list_webhooks(State(state): State<AppState>) -> ApiResult<Vec<serde_json::Value>> {
@@ -186,18 +201,14 @@ fn delivery_id(text: &str) -> Result<i64, ApiError> {
     })
 }
 
-#[derive(Serialize)]
-struct Shown {
-    #[serde(flatten)]
-    delivery: deliveries::DeliveryView,
-    attempts: Vec<deliveries::AttemptView>,
-}
-
-async fn show_delivery(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Shown> {
+async fn show_delivery(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<deliveries::DeliveryDetail> {
     let id = delivery_id(&id)?;
     let client = state.pool.get().await?;
     match deliveries::fetch(&client, id).await? {
-        Some((delivery, attempts)) => Ok(Json(Shown { delivery, attempts })),
+        Some(detail) => Ok(Json(detail)),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no delivery with id {id}"),
@@ -216,7 +227,8 @@ async fn retry_delivery(
         return Ok(Json(json!({ "id": id, "requeued": true })));
     }
     // Say why not.
-    let Some((delivery, _)) = deliveries::fetch(&client, id).await? else {
+    let Some(deliveries::DeliveryDetail { delivery, .. }) = deliveries::fetch(&client, id).await?
+    else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no delivery with id {id}"),
@@ -285,4 +297,33 @@ async fn test_webhook(
             format!("cannot format the preview: {e}"),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{bearer_token, token_matches};
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for header in ["Bearer t0k", "bearer t0k", "BEARER t0k", "  Bearer   t0k  "] {
+            assert_eq!(bearer_token(header), Some("t0k"), "{header:?}");
+        }
+        for header in ["Basic t0k", "Bearer", "Bearer ", "t0k", "Bearert0k"] {
+            assert_eq!(bearer_token(header), None, "{header:?}");
+        }
+    }
+
+    #[test]
+    fn tokens_match_only_when_equal_whatever_their_lengths() {
+        assert!(token_matches("s3cret", "s3cret"));
+        for other in [
+            "s3cre",
+            "s3cret!",
+            "S3cret",
+            "",
+            "a much longer token than the real one",
+        ] {
+            assert!(!token_matches(other, "s3cret"), "{other:?}");
+        }
+    }
 }

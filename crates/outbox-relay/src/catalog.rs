@@ -151,6 +151,8 @@ pub struct WebhookRow {
     pub id: i64,
     pub spec: Result<WebhookSpec, String>,
     pub name: String,
+    /// The `active` column, also for a row that is not webhook-shaped.
+    pub active: bool,
     pub valid: bool,
     pub error: Option<String>,
     pub disabled_reason: Option<String>,
@@ -223,6 +225,7 @@ pub fn webhook_row(row: &tokio_postgres::Row) -> Result<WebhookRow, tokio_postgr
         id: row.try_get("id")?,
         spec,
         name,
+        active: row.try_get("active")?,
         valid: row.try_get("valid")?,
         error: row.try_get("error")?,
         disabled_reason: row.try_get("disabled_reason")?,

@@ -1,4 +1,4 @@
-//! The command line (DESIGN §4).
+//! The command line (README.md, "Operating"; every command and flag has `--help`).
 
 use std::path::PathBuf;
 
@@ -143,14 +143,23 @@ pub struct ApplyArgs {
 pub enum WebhooksCommand {
     /// List every webhook with its validity.
     List {
+        /// Print JSON (every configuration key, secrets as ***) instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Show one webhook's full configuration.
     Show {
+        /// Webhook name.
         name: String,
+        /// Print JSON instead of TOML.
         #[arg(long)]
         json: bool,
+    },
+    /// Print the webhooks (all, or those named) and the relations they use as a TOML file that
+    /// `apply` accepts; secrets become ${VAR} placeholders, named in a comment.
+    Export {
+        /// Webhook names; none means every webhook and every relation.
+        names: Vec<String>,
     },
 }
 
@@ -160,7 +169,10 @@ pub enum DeliveriesCommand {
     List(ListArgs),
     /// Show one delivery with all its attempts.
     Show {
+        /// Delivery id (the first column of `deliveries list`).
         id: i64,
+        /// Print JSON: the delivery's fields (its attempt counter as `attempt_count`) and `attempts`,
+        /// every attempt.
         #[arg(long)]
         json: bool,
     },
@@ -200,12 +212,16 @@ pub struct ListArgs {
     /// Webhook name.
     #[arg(long)]
     pub webhook: Option<String>,
+    /// The records' entity, as in outbox.events (e.g. order or Warehouse\Shipment).
     #[arg(long)]
     pub entity: Option<String>,
+    /// The record's id (entity_id); with --entity for one record.
     #[arg(long)]
     pub entity_id: Option<String>,
+    /// Most deliveries shown (1 to 10000).
     #[arg(long, default_value_t = 50)]
     pub limit: i64,
+    /// Print JSON (the columns of outbox.delivery_log) instead of a table.
     #[arg(long)]
     pub json: bool,
 }
@@ -224,6 +240,7 @@ pub struct RetryArgs {
     /// or a duration ago such as 2h).
     #[arg(long, requires = "status")]
     pub since: Option<String>,
+    /// Print JSON ({"requeued": [ids]}) instead of text.
     #[arg(long)]
     pub json: bool,
 }
@@ -257,4 +274,114 @@ pub struct FieldsArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "help" || id == "version" {
+                continue;
+            }
+            if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                missing.push(format!("{path} {id}"));
+            }
+        }
+        for sub in command.get_subcommands() {
+            let path = format!("{path} {}", sub.get_name());
+            if sub.get_about().is_none() && sub.get_name() != "help" {
+                missing.push(path.clone());
+            }
+            walk(sub, &path, missing);
+        }
+    }
+
+    #[test]
+    fn every_command_flag_and_argument_has_help() {
+        let command = Cli::command();
+        command.clone().debug_assert();
+        let mut missing = Vec::new();
+        walk(&command, "outbox-relay", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
+
+    fn repo() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    }
+
+    #[test]
+    fn the_readme_command_table_is_one_table_naming_every_command() {
+        let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+        let lines: Vec<&str> = readme.lines().collect();
+        let start = lines
+            .iter()
+            .position(|l| *l == "| command | does |")
+            .expect("the README has a command table");
+        // A Markdown table ends at the first line that is not a row.
+        let rows: Vec<&str> = lines[start + 2..]
+            .iter()
+            .take_while(|l| l.starts_with('|'))
+            .copied()
+            .collect();
+        let after = lines[start + 2 + rows.len()..]
+            .iter()
+            .find(|l| !l.trim().is_empty());
+        assert!(
+            !after.is_some_and(|l| l.starts_with("| `outbox-relay")),
+            "a blank line splits the command table before {after:?}"
+        );
+        let command = Cli::command();
+        for sub in command.get_subcommands() {
+            let name = sub.get_name();
+            if name == "help" {
+                continue;
+            }
+            let row = format!("| `outbox-relay {name}");
+            assert!(
+                rows.iter().any(|r| r.starts_with(&row)),
+                "the command table has no row for `{name}`"
+            );
+        }
+    }
+
+    /// The repository must stand alone: nothing may point at design notes kept outside it.
+    #[test]
+    fn docs_and_code_do_not_point_outside_the_repository() {
+        let needles = [
+            ["DESIGN", ".md"].concat(),
+            ["DESIGN ", "§"].concat(),
+            ["../", "shared"].concat(),
+        ];
+        let mut found = Vec::new();
+        let mut stack = vec![repo()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                let path = entry.path();
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') && name != ".ci" || name == "target" {
+                    continue;
+                }
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let Ok(text) = std::fs::read_to_string(&path) else {
+                    continue;
+                };
+                for needle in &needles {
+                    if text.contains(needle.as_str()) {
+                        found.push(format!("{} mentions {needle:?}", path.display()));
+                    }
+                }
+            }
+        }
+        assert!(found.is_empty(), "{found:#?}");
+    }
 }

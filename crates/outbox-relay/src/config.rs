@@ -1,4 +1,4 @@
-//! Relay configuration (DESIGN §8): `--config relay.toml`, every key also settable as
+//! Relay configuration (docs/operations.md, "Configuration"): `--config relay.toml`, every key also settable as
 //! `OUTBOX_<KEY>` (nested with `__`). Unknown keys, in the file or as `OUTBOX_*` variables, are
 //! errors. Validation is pure; nothing here opens a connection.
 

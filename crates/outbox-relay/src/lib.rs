@@ -7,8 +7,8 @@
 //!   matcher (patterns, CEL), renderer (templates) and sender (signing, timing), and swaps the
 //!   result in live;
 //! - [`relay`] runs the listener, the router, the sender and the HTTP endpoint;
-//! - [`commands`] holds one module per command group (`apply`, `webhooks`, `deliveries`, `test`,
-//!   `fields`, `demo`);
+//! - [`commands`] holds one module per command group (`apply`, `webhooks`, `export`, `deliveries`,
+//!   `test`, `fields`, `demo`);
 //! - [`http`] and [`api`] serve `/metrics`, `/healthz`, `/readyz` and the admin API; [`sampler`]
 //!   keeps the queue gauges fresh and [`retention`] deletes what expired;
 //! - [`receiver`] and [`verify`] are `outbox-relay receive`, a receiver that checks signatures.
@@ -113,6 +113,7 @@ pub async fn execute(cli: Cli) -> Result<(), Failure> {
             WebhooksCommand::Show { name, json } => {
                 commands::webhooks::show(&url()?, name, *json).await
             }
+            WebhooksCommand::Export { names } => commands::export::run(&url()?, names).await,
         },
         Command::Deliveries { command } => match command {
             DeliveriesCommand::List(args) => commands::deliveries::list(&url()?, args).await,

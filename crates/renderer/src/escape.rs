@@ -5,7 +5,7 @@
 //!
 //! | context | `{{ "R&D <x>" }}` | `{{ none }}` |
 //! |---|---|---|
-//! | `url` | `R%26D%20%3Cx%3E` (RFC 3986 unreserved kept) | empty |
+//! | `url` | `R%26D%20%3Cx%3E` (RFC 3986 unreserved kept; a value `.` or `..` as `%2E`) | empty |
 //! | JSON body | `"R&D <x>"` (a JSON value) | `null` |
 //! | XML body | `R&amp;D &lt;x&gt;` (`"` `'` too; tab/CR/LF as character references) | empty |
 //! | HTML body | `R&amp;D &lt;x&gt;` (`"` `'` too) | empty |
@@ -100,6 +100,13 @@ pub(crate) fn format(out: &mut Output, state: &mut State, value: &Value) -> Resu
         Context::Json => minijinja::escape_formatter(out, state, value),
         Context::Url => {
             let text = display(value);
+            // `.` and `..` would be dot segments in a path (see url_path.rs): never write them
+            // bare.
+            if text == "." || text == ".." {
+                return out
+                    .write_str(&"%2E".repeat(text.len()))
+                    .map_err(write_failed);
+            }
             for part in utf8_percent_encode(&text, URL_VALUE) {
                 out.write_str(part).map_err(write_failed)?;
             }

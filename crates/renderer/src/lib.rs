@@ -9,7 +9,7 @@
 //! URL templates percent-encode every value, JSON bodies emit values as JSON, XML and HTML bodies
 //! escape markup including quotes (so attributes are safe), other bodies and headers are raw.
 //! Filters add what payloads need: `tojson`, `csv` (RFC 4180), `xml_escape`, `urlencode`, `date`,
-//! `default`. Without a `body` the default JSON envelope of DESIGN §5 is sent.
+//! `default`. Without a `body` the default JSON envelope (docs/templates.md) is sent.
 //!
 //! Which relations (`related.<name>`) the templates use is found at compile time, so the sender
 //! loads only those. Loading them is the sender's job; the renderer only reads them.
@@ -39,6 +39,7 @@ mod fields;
 mod filters;
 pub mod limits;
 mod templates;
+mod url_path;
 
 pub use context::RenderContext;
 pub use escape::{escape_html, escape_xml, percent_encode};

@@ -47,7 +47,7 @@ pub enum RenderError {
     },
     #[error("{field} rendered to more than {MAX_OUTPUT} bytes (the limit of a rendered field)")]
     TooLarge { field: String },
-    #[error("url rendered to {url:?}, which is not an absolute http(s) URL: {reason}")]
+    #[error("url rendered to {:?}, which is not an absolute http(s) URL: {reason}", outbox_core::redact::redact_url(.url))]
     BadUrl { url: String, reason: String },
     #[error("header {name} rendered to a value with a line break")]
     BadHeader { name: String },
@@ -426,7 +426,12 @@ impl io::Write for Capped {
 
 fn check_url(url: &str) -> Result<(), RenderError> {
     match url::Url::parse(url) {
-        Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => Ok(()),
+        Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => {
+            crate::url_path::check_no_dot_segments(url).map_err(|reason| RenderError::BadUrl {
+                url: url.into(),
+                reason,
+            })
+        }
         Ok(u) => Err(RenderError::BadUrl {
             url: url.into(),
             reason: format!(
@@ -482,7 +487,7 @@ pub(crate) fn literal_output(source: &str) -> &str {
     s.strip_suffix('\r').unwrap_or(s)
 }
 
-/// The default JSON body (DESIGN §5), in the documented key order, serialised straight from the
+/// The default JSON body (docs/templates.md, "Default body"), in the documented key order, serialised straight from the
 /// event (no copy of its data).
 pub fn default_body(event: &Event, message_id: &str) -> Vec<u8> {
     #[derive(serde::Serialize)]

@@ -30,17 +30,21 @@
 
 mod endpoint;
 mod error;
+mod network;
 pub mod policy;
 pub mod related;
 mod request;
 mod runtime;
 mod signature;
 mod tls;
+mod tls_config;
 mod transport;
+mod x509;
 
 pub use endpoint::{Directory, Endpoint, FieldError};
 pub use error::Error;
-pub use policy::{AttemptOutcome, NetworkPolicy};
+pub use network::{METADATA, NetworkPolicy};
+pub use policy::AttemptOutcome;
 pub use related::RelatedError;
 pub use request::{USER_AGENT, build_request, message_id};
 pub use runtime::{Sender, SenderOptions};

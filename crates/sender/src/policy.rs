@@ -1,9 +1,7 @@
 //! What an attempt's result means: its outcome label, whether to retry, and when.
 
-use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-use ipnet::IpNet;
 use rand::Rng;
 
 /// How one attempt's request went: the `outcome` column of `outbox.attempts` and the `outcome`
@@ -71,49 +69,6 @@ pub fn retry_after(value: &str, schedule: &[Duration], now: SystemTime) -> Optio
     Some(wanted.min(cap))
 }
 
-/// Which addresses the relay may send to. Link-local addresses (169.254.0.0/16, fe80::/10: cloud
-/// metadata endpoints) are refused unless allowed; `deny` adds more refused networks and `allow`
-/// overrides both.
-#[derive(Debug, Clone)]
-pub struct NetworkPolicy {
-    allow: Vec<IpNet>,
-    deny: Vec<IpNet>,
-}
-
-impl Default for NetworkPolicy {
-    fn default() -> Self {
-        NetworkPolicy::new(Vec::new(), Vec::new())
-    }
-}
-
-impl NetworkPolicy {
-    pub fn new(allow: Vec<IpNet>, deny: Vec<IpNet>) -> NetworkPolicy {
-        let mut all_deny: Vec<IpNet> = vec![
-            "169.254.0.0/16".parse().expect("static network"),
-            "fe80::/10".parse().expect("static network"),
-        ];
-        all_deny.extend(deny);
-        NetworkPolicy {
-            allow,
-            deny: all_deny,
-        }
-    }
-
-    /// `None` if the address may be contacted, else why not.
-    pub fn check(&self, ip: IpAddr) -> Option<String> {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
-        if self.allow.iter().any(|n| n.contains(&ip)) {
-            return None;
-        }
-        self.deny.iter().find(|n| n.contains(&ip)).map(|n| {
-            format!("refused to connect to {ip}: it is in {n}, which the relay's network policy denies (allow_networks overrides)")
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,20 +103,5 @@ mod tests {
             "{d:?}"
         );
         assert_eq!(retry_after("soon", &schedule, now), None);
-    }
-
-    #[test]
-    fn link_local_is_refused_unless_allowed() {
-        let p = NetworkPolicy::default();
-        assert!(p.check("169.254.169.254".parse().unwrap()).is_some());
-        assert!(p.check("fe80::1".parse().unwrap()).is_some());
-        assert!(p.check("::ffff:169.254.169.254".parse().unwrap()).is_some());
-        assert!(p.check("127.0.0.1".parse().unwrap()).is_none());
-        let p = NetworkPolicy::new(
-            vec!["169.254.169.254/32".parse().unwrap()],
-            vec!["10.0.0.0/8".parse().unwrap()],
-        );
-        assert!(p.check("169.254.169.254".parse().unwrap()).is_none());
-        assert!(p.check("10.1.2.3".parse().unwrap()).is_some());
     }
 }

@@ -8,12 +8,12 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use outbox_core::TlsSpec;
 use rustls::RootCertStore;
-use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::{self, PemObject, SectionKind};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 
 use crate::endpoint::FieldError;
+use crate::x509;
 
 /// The TLS material of one webhook. Holds a private key: its `Debug` shows only a fingerprint.
 pub struct TlsSettings {
@@ -118,23 +118,16 @@ impl TlsSettings {
             })
     }
 
-    /// Adds the identity and the extra roots to a client under construction.
+    /// Adds the identity and the extra roots to a client under construction: a rustls
+    /// configuration like reqwest's own (the platform's roots plus the extra CAs, TLS 1.2 and
+    /// 1.3, ALPN h2 and http/1.1), built here because reqwest's identity check refuses client
+    /// certificates that are not X.509 v3.
     pub(crate) fn apply(
         &self,
-        mut builder: reqwest::ClientBuilder,
-    ) -> Result<reqwest::ClientBuilder, reqwest::Error> {
-        if let Some(pem) = &self.identity {
-            builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes())?);
-        }
-        if !self.roots.is_empty() {
-            let certs = self
-                .roots
-                .iter()
-                .map(|pem| reqwest::Certificate::from_pem(pem.as_bytes()))
-                .collect::<Result<Vec<_>, _>>()?;
-            builder = builder.tls_certs_merge(certs);
-        }
-        Ok(builder)
+        builder: reqwest::ClientBuilder,
+    ) -> Result<reqwest::ClientBuilder, String> {
+        let config = crate::tls_config::client_config(self.identity.as_deref(), &self.roots)?;
+        Ok(builder.tls_backend_preconfigured(config))
     }
 }
 
@@ -235,23 +228,24 @@ fn parse_identity(text: &str, source: &Source) -> Result<String, String> {
         SectionKind::EcPrivateKey => PrivateKeyDer::Sec1(key_der.clone().into()),
         _ => PrivateKeyDer::Pkcs8(key_der.clone().into()),
     };
-    let chain: Vec<CertificateDer<'static>> = certs
-        .iter()
-        .map(|c| CertificateDer::from(c.clone()))
-        .collect();
+    // The certificate may be of any X.509 version (`openssl x509 -req` makes v1): the relay
+    // only presents it, so the one thing to check is that the key is the certificate's.
     let provider = rustls::crypto::aws_lc_rs::default_provider();
-    match CertifiedKey::from_der(chain, key, &provider) {
-        Ok(_) => {}
-        Err(rustls::Error::InconsistentKeys(_)) => {
-            return Err(format!(
-                "in {source} the private key does not belong to the (first) certificate; put the client certificate first, then its issuers, and its own key"
-            ));
-        }
-        Err(e) => {
-            return Err(format!(
-                "{source}: the certificate or private key cannot be used: {e}"
-            ));
-        }
+    let signing_key = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| format!("{source}: the private key cannot be used: {e}"))?;
+    let Some(cert_spki) = x509::subject_public_key_info(&certs[0]) else {
+        return Err(format!(
+            "{source}: the (first) certificate cannot be read as an X.509 certificate"
+        ));
+    };
+    if let Some(key_spki) = signing_key.public_key()
+        && key_spki.as_ref() != cert_spki
+    {
+        return Err(format!(
+            "in {source} the private key does not belong to the (first) certificate; put the client certificate first, then its issuers, and its own key"
+        ));
     }
     let mut pem = String::new();
     for cert in &certs {
@@ -410,5 +404,23 @@ mod tests {
         for secret_line in client.key_pem.lines().skip(1) {
             assert!(!all.contains(secret_line), "{all}");
         }
+    }
+
+    #[test]
+    fn x509_v1_client_certificates_are_accepted_when_the_key_is_theirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let v1 = outbox_testkit::tls::openssl_v1_client(dir.path(), "relay-v1");
+        let path = dir.path().join("client-bundle.pem");
+        std::fs::write(&path, v1.client.bundle_pem()).unwrap();
+        for value in [v1.client.bundle_pem(), path.to_str().unwrap().to_string()] {
+            let settings = TlsSettings::from_spec(&spec(Some(&value), Some(&v1.ca_pem)))
+                .unwrap_or_else(|e| panic!("{e:?}"))
+                .unwrap();
+            assert!(settings.identity.is_some());
+        }
+        let stranger = TestCa::new("other").client_cert("x");
+        let mismatched = format!("{}{}", v1.client.cert_pem, stranger.key_pem);
+        let e = errors(&spec(Some(&mismatched), None));
+        assert!(e.contains("does not belong"), "{e}");
     }
 }

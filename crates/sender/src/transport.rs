@@ -1,14 +1,13 @@
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use outbox_core::redact::{redact_url, redact_urls_in};
 
-use crate::policy::NetworkPolicy;
+use crate::network::{NetworkPolicy, PolicyResolver, REFUSED_MARKER};
 use crate::tls::TlsSettings;
 
 /// Bytes of the response body kept (and recorded in `outbox.attempts.response`).
@@ -120,8 +119,8 @@ impl HttpTransport {
         let policy = policy.clone();
         let built = tokio::task::spawn_blocking(move || {
             settings
-                .apply(client_builder(&policy))
-                .and_then(|b| b.build())
+                .apply(client_builder(&policy))?
+                .build()
                 .map_err(|e| chain(&e))
         })
         .await
@@ -165,18 +164,13 @@ impl HttpTransport {
         let policy = &self.policy;
         let url = reqwest::Url::parse(&request.url).map_err(|e| TransportError {
             kind: TransportErrorKind::Connect,
-            message: format!("invalid URL {:?}: {e}", request.url),
+            message: format!("invalid URL {:?}: {e}", redact_url(&request.url)),
         })?;
-        if let Some(host) = url.host_str() {
-            let literal = host.trim_start_matches('[').trim_end_matches(']');
-            if let Ok(ip) = literal.parse::<IpAddr>()
-                && let Some(reason) = policy.check(ip)
-            {
-                return Err(TransportError {
-                    kind: TransportErrorKind::Refused,
-                    message: reason,
-                });
-            }
+        if let Some(reason) = policy.check_literal_host(&url) {
+            return Err(TransportError {
+                kind: TransportErrorKind::Refused,
+                message: reason,
+            });
         }
         let method =
             reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|_| TransportError {
@@ -280,8 +274,15 @@ fn client_builder(policy: &Arc<NetworkPolicy>) -> reqwest::ClientBuilder {
         }))
 }
 
-fn classify(e: reqwest::Error) -> TransportError {
-    let message = chain(&e);
+/// The error as recorded: its kind, and its text with the URL's credentials hidden (the text is
+/// stored in `outbox.attempts.error`, shown by `deliveries show` and the API, and logged).
+fn classify(mut e: reqwest::Error) -> TransportError {
+    if let Some(url) = e.url_mut()
+        && let Ok(redacted) = reqwest::Url::parse(&redact_url(url.as_str()))
+    {
+        *url = redacted;
+    }
+    let message = redact_urls_in(&chain(&e));
     let kind = if message.contains(REFUSED_MARKER) {
         TransportErrorKind::Refused
     } else if e.is_timeout() {
@@ -305,41 +306,6 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     s
-}
-
-const REFUSED_MARKER: &str = "network policy denies";
-
-struct PolicyResolver {
-    policy: Arc<NetworkPolicy>,
-}
-
-impl Resolve for PolicyResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let policy = self.policy.clone();
-        Box::pin(async move {
-            let host = name.as_str().to_string();
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let mut refused = None;
-            let allowed: Vec<SocketAddr> = addrs
-                .into_iter()
-                .filter(|a| match policy.check(a.ip()) {
-                    None => true,
-                    Some(reason) => {
-                        refused = Some(reason);
-                        false
-                    }
-                })
-                .collect();
-            if allowed.is_empty()
-                && let Some(reason) = refused
-            {
-                return Err(format!("{host}: {reason}").into());
-            }
-            let addrs: Addrs = Box::new(allowed.into_iter());
-            Ok(addrs)
-        })
-    }
 }
 
 #[cfg(test)]
@@ -416,5 +382,53 @@ mod tests {
             "no TLS settings: the shared client"
         );
         assert_eq!(plain.count(), 1);
+    }
+
+    #[tokio::test]
+    async fn errors_quote_the_url_without_its_credentials() {
+        let closed = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let transport = HttpTransport::new(NetworkPolicy::default()).unwrap();
+        for url in [
+            format!("http://Token_55@127.0.0.1:{closed}/hook?api_key=QueryKey_777&id=1"),
+            format!("http://relay:Pass_99@127.0.0.1:{closed}/hook?id=1&token=QueryKey_777"),
+            format!("http://127.0.0.1:{closed}/hook?api_key=QueryKey_777 x"),
+        ] {
+            let e = transport
+                .send(request(url.clone(), None))
+                .await
+                .unwrap_err();
+            for secret in ["Token_55", "Pass_99", "QueryKey_777"] {
+                assert!(!e.message.contains(secret), "{url}: {}", e.message);
+            }
+            assert!(e.message.contains("=***"), "{url}: {}", e.message);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_denied_address_is_refused_in_its_mapped_form_before_connecting() {
+        let receiver = TestReceiver::start().await;
+        let port = receiver.addr().port();
+        let transport = HttpTransport::new(NetworkPolicy::new(
+            Vec::new(),
+            vec!["127.0.0.0/8".parse().unwrap()],
+        ))
+        .unwrap();
+        for url in [
+            format!("http://127.0.0.1:{port}/"),
+            format!("http://[::ffff:127.0.0.1]:{port}/"),
+            format!("http://[::ffff:7f00:1]:{port}/"),
+            format!("http://0x7f000001:{port}/"),
+        ] {
+            let e = transport
+                .send(request(url.clone(), None))
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind, TransportErrorKind::Refused, "{url}: {}", e.message);
+            assert!(e.message.contains("127.0.0.0/8"), "{url}: {}", e.message);
+        }
+        assert_eq!(receiver.connections(), 0, "nothing was opened");
     }
 }

@@ -79,3 +79,99 @@ impl TestCa {
         }
     }
 }
+
+/// A client certificate as `openssl x509 -req` makes it without an extensions file: X.509
+/// **version 1** (no extensions at all), signed by a CA that openssl made too. Files (`ca.pem`,
+/// `ca.key`, `client.pem`, `client.key`) are written to `dir`.
+pub struct OpensslV1 {
+    pub ca_pem: String,
+    pub client: CertAndKey,
+}
+
+/// Makes an [`OpensslV1`] client certificate with common name `name`, with the `openssl`
+/// command (it panics, saying so, when the command is missing).
+pub fn openssl_v1_client(dir: &std::path::Path, name: &str) -> OpensslV1 {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("the openssl command runs (these tests need it: apt-get install openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-subj",
+            "/CN=openssl test CA",
+            "-days",
+            "2",
+        ],
+        &["-out", "ca.pem"],
+    ]
+    .concat());
+    let subject = format!("/CN={name}");
+    run(&[
+        &["req", "-new"][..],
+        &ec,
+        &[
+            "-keyout",
+            "client.key",
+            "-subj",
+            &subject,
+            "-out",
+            "client.csr",
+        ],
+    ]
+    .concat());
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        "client.pem",
+    ]);
+    let read = |file: &str| std::fs::read_to_string(dir.join(file)).expect("openssl wrote it");
+    let cert_pem = read("client.pem");
+    let key_pem = read("client.key");
+    let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .expect("a PEM certificate")
+        .to_vec();
+    let key_der = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .expect("a PEM private key")
+        .secret_der()
+        .to_vec();
+    OpensslV1 {
+        ca_pem: read("ca.pem"),
+        client: CertAndKey {
+            cert_pem,
+            key_pem,
+            cert_der,
+            key_der,
+        },
+    }
+}

@@ -1,6 +1,7 @@
 //! `deliveries list|show|retry`: the webhook queue.
 
 use chrono::{DateTime, Utc};
+use outbox_core::redact::redact_urls_in;
 use serde::Serialize;
 
 use crate::cli::{ListArgs, RetryArgs};
@@ -40,6 +41,33 @@ pub struct AttemptView {
     pub response: Option<String>,
 }
 
+/// One delivery with every attempt (`deliveries show`, `GET /api/deliveries/{id}`): the fields of
+/// [`DeliveryView`] in order, its attempt counter under `attempt_count`, then `attempts`, the list
+/// of attempts. (Two keys named `attempts` would leave JSON readers with only the last.)
+#[derive(Debug)]
+pub struct DeliveryDetail {
+    pub delivery: DeliveryView,
+    pub attempts: Vec<AttemptView>,
+}
+
+impl Serialize for DeliveryDetail {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeMap};
+        let fields = serde_json::to_value(&self.delivery).map_err(S::Error::custom)?;
+        let mut map = serializer.serialize_map(None)?;
+        for key in COLUMNS.split(',').map(str::trim) {
+            let name = if key == "attempts" {
+                "attempt_count"
+            } else {
+                key
+            };
+            map.serialize_entry(name, &fields[key])?;
+        }
+        map.serialize_entry("attempts", &self.attempts)?;
+        map.end()
+    }
+}
+
 const COLUMNS: &str = "id, webhook, event_id, event_type, entity, entity_id, status, attempts, priority, \
     coalesced, created_at, updated_at, next_attempt_at, last_status, last_error, last_response";
 
@@ -59,7 +87,10 @@ fn view(row: &tokio_postgres::Row) -> Result<DeliveryView, tokio_postgres::Error
         updated_at: row.try_get(11)?,
         next_attempt_at: row.try_get(12)?,
         last_status: row.try_get(13)?,
-        last_error: row.try_get(14)?,
+        // Errors are redacted when recorded; rows recorded by older relays are redacted here.
+        last_error: row
+            .try_get::<_, Option<String>>(14)?
+            .map(|e| redact_urls_in(&e)),
         last_response: row.try_get(15)?,
     })
 }
@@ -104,7 +135,7 @@ pub async fn query(
 pub async fn fetch(
     client: &tokio_postgres::Client,
     id: i64,
-) -> Result<Option<(DeliveryView, Vec<AttemptView>)>, Failure> {
+) -> Result<Option<DeliveryDetail>, Failure> {
     let Some(row) = client
         .query_opt(
             &format!("SELECT {COLUMNS} FROM outbox.delivery_log WHERE id = $1"),
@@ -129,11 +160,11 @@ pub async fn fetch(
             duration_ms: r.get(2),
             status: r.get(3),
             outcome: r.get(4),
-            error: r.get(5),
+            error: r.get::<_, Option<String>>(5).map(|e| redact_urls_in(&e)),
             response: r.get(6),
         })
         .collect();
-    Ok(Some((delivery, attempts)))
+    Ok(Some(DeliveryDetail { delivery, attempts }))
 }
 
 pub async fn list(url: &str, args: &ListArgs) -> Result<(), Failure> {
@@ -185,21 +216,16 @@ pub async fn list(url: &str, args: &ListArgs) -> Result<(), Failure> {
 
 pub async fn show(url: &str, id: i64, json: bool) -> Result<(), Failure> {
     let client = super::connect_migrated(url).await?;
-    let Some((d, attempts)) = fetch(&client, id).await? else {
+    let Some(detail) = fetch(&client, id).await? else {
         return Err(Failure::invalid(format!("no delivery with id {id}")));
     };
     if json {
-        #[derive(Serialize)]
-        struct Shown<'a> {
-            #[serde(flatten)]
-            delivery: &'a DeliveryView,
-            attempts: &'a [AttemptView],
-        }
-        return output::json(&Shown {
-            delivery: &d,
-            attempts: &attempts,
-        });
+        return output::json(&detail);
     }
+    let DeliveryDetail {
+        delivery: d,
+        attempts,
+    } = detail;
     println!("delivery   {}", d.id);
     println!("webhook    {}", d.webhook);
     println!(
@@ -267,6 +293,55 @@ pub async fn requeue(client: &tokio_postgres::Client, ids: &[i64]) -> Result<Vec
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
+/// Checks named deliveries before any is re-queued: each must exist and its webhook too.
+async fn check_named(client: &tokio_postgres::Client, ids: &[i64]) -> Result<(), Failure> {
+    let rows = client.query(outbox_core::sql::RETRY_CHECK, &[&ids]).await?;
+    let found: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    let mut unknown: Vec<i64> = Vec::new();
+    for id in ids {
+        if !found.contains(id) && !unknown.contains(id) {
+            unknown.push(*id);
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(Failure::invalid(format!(
+            "no deliver{} with id {}; nothing was re-queued (`outbox-relay deliveries list` shows the ids)",
+            if unknown.len() == 1 { "y" } else { "ies" },
+            join(&unknown)
+        )));
+    }
+    let orphans: Vec<String> = rows
+        .iter()
+        .filter(|r| !r.get::<_, bool>(3))
+        .map(|r| {
+            format!(
+                "{} (webhook {:?})",
+                r.get::<_, i64>(0),
+                r.get::<_, String>(2)
+            )
+        })
+        .collect();
+    if !orphans.is_empty() {
+        return Err(Failure::invalid(format!(
+            "cannot re-queue deliver{} {}: the webhook was deleted; nothing was re-queued",
+            if orphans.len() == 1 { "y" } else { "ies" },
+            orphans.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+fn join(ids: &[i64]) -> String {
+    ids.iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `deliveries retry`. Named ids are checked first: an unknown id, or one whose webhook was
+/// deleted, is an error (exit 2) and nothing is re-queued. A named delivery that is in flight
+/// cannot be re-queued now: the others are, and the command fails (exit 1) naming it. With
+/// `--status`, whatever the selection finds is re-queued; what cannot be is listed as skipped.
 pub async fn retry(url: &str, args: &RetryArgs) -> Result<(), Failure> {
     let client = super::connect_migrated(url).await?;
     let ids: Vec<i64> = match &args.status {
@@ -275,7 +350,10 @@ pub async fn retry(url: &str, args: &RetryArgs) -> Result<(), Failure> {
                 "name the deliveries to retry (deliveries retry 12 13) or select them with --status dead",
             ));
         }
-        None => args.ids.clone(),
+        None => {
+            check_named(&client, &args.ids).await?;
+            args.ids.clone()
+        }
         Some(status) => {
             if !["succeeded", "dead", "cancelled"].contains(&status.as_str()) {
                 return Err(Failure::invalid(format!(
@@ -307,23 +385,27 @@ pub async fn retry(url: &str, args: &RetryArgs) -> Result<(), Failure> {
         .copied()
         .collect();
     if args.json {
-        return output::json(&serde_json::json!({ "requeued": requeued, "skipped": skipped }));
-    }
-    println!(
-        "re-queued {} deliver{}",
-        requeued.len(),
-        if requeued.len() == 1 { "y" } else { "ies" }
-    );
-    if !skipped.is_empty() {
+        output::json(&serde_json::json!({ "requeued": requeued, "skipped": skipped }))?;
+    } else {
         println!(
-            "skipped {} (unknown, in flight, or their webhook was deleted): {}",
-            skipped.len(),
-            skipped
-                .iter()
-                .map(|i| i.to_string())
-                .collect::<Vec<_>>()
-                .join(" ")
+            "re-queued {} deliver{}",
+            requeued.len(),
+            if requeued.len() == 1 { "y" } else { "ies" }
         );
+        if !skipped.is_empty() {
+            println!(
+                "skipped {} (in flight, or their webhook was deleted): {}",
+                skipped.len(),
+                join(&skipped)
+            );
+        }
+    }
+    if args.status.is_none() && !skipped.is_empty() {
+        return Err(Failure::runtime(format!(
+            "deliver{} {} could not be re-queued: being attempted right now; retry after the attempt finishes",
+            if skipped.len() == 1 { "y" } else { "ies" },
+            join(&skipped)
+        )));
     }
     Ok(())
 }

@@ -5,7 +5,8 @@
 //! (examples/webhooks.toml) pointed at a built-in receiver, writes sample data
 //! (examples/sample-data.sql) and prints every request received and every delivery's progress.
 //! Ctrl-C stops it and removes what it created; `--once` exits 0 as soon as every sample delivery
-//! succeeded (non-zero if they do not within a minute).
+//! succeeded (non-zero if they do not within a minute). A demo that was killed cannot clean up:
+//! the next one removes what it left ([`super::leftovers`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use outbox_core::cluster::{Options, PrivateCluster};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::leftovers;
 use crate::config::Settings;
 use crate::error::Failure;
 use crate::receiver::{self, Received};
@@ -53,15 +55,24 @@ impl DemoDb {
     async fn open(database_url: Option<String>) -> Result<DemoDb, Failure> {
         match database_url.filter(|u| !u.is_empty()) {
             Some(admin_url) => {
-                let name = format!(
-                    "outbox_demo_{}",
-                    &uuid::Uuid::new_v4().simple().to_string()[..8]
-                );
+                let name = leftovers::database_name();
                 let client = super::connect(&admin_url).await?;
-                client
+                leftovers::drop_stale_databases(&client).await?;
+                // Two statements: CREATE DATABASE cannot run in the implicit transaction of a
+                // multi-statement query. The comment marks it as this host's (see leftovers).
+                let comment = leftovers::database_comment().replace('\'', "''");
+                let created = match client
                     .batch_execute(&format!("CREATE DATABASE {name}"))
                     .await
-                    .map_err(|e| {
+                {
+                    Ok(()) => {
+                        client
+                            .batch_execute(&format!("COMMENT ON DATABASE {name} IS '{comment}'"))
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                created.map_err(|e| {
                         Failure::runtime(format!(
                             "cannot create the demo database {name} on {}: {}; the demo needs the \
                              CREATEDB privilege there, or unset DATABASE_URL to let it start a private Postgres",
@@ -78,7 +89,10 @@ impl DemoDb {
             }
             None => {
                 let cluster = tokio::task::spawn_blocking(|| {
-                    PrivateCluster::start(&Options { unsafe_fast: true })
+                    PrivateCluster::start_in(
+                        &Options { unsafe_fast: true },
+                        &leftovers::dir_prefix(),
+                    )
                 })
                 .await
                 .map_err(|e| Failure::runtime(format!("cannot start Postgres: {e}")))?
@@ -145,6 +159,7 @@ pub async fn run(database_url: Option<String>, once: bool) -> Result<(), Failure
     println!(
         "outbox-relay demo: committed database changes become signed, retried, logged webhooks\n"
     );
+    leftovers::remove_stale_dirs();
     let db = DemoDb::open(database_url).await?;
     let result = tour(&db, once).await;
     println!("cleaning up: {}", db.describe());
@@ -190,7 +205,9 @@ async fn tour(db: &DemoDb, once: bool) -> Result<(), Failure> {
 
     println!("database   {}", db.describe());
     println!("receiver   {receiver_url} (built in; checks every signature)");
-    let dir = tempfile::tempdir()
+    let dir = tempfile::Builder::new()
+        .prefix(&leftovers::dir_prefix())
+        .tempdir()
         .map_err(|e| Failure::runtime(format!("cannot create a temporary directory: {e}")))?;
     let hooks = dir.path().join("webhooks.toml");
     std::fs::write(

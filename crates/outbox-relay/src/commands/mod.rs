@@ -4,7 +4,9 @@ pub mod apply;
 pub mod deliveries;
 pub mod demo;
 pub mod events;
+pub mod export;
 pub mod fields;
+pub mod leftovers;
 pub mod test_cmd;
 pub mod webhooks;
 
@@ -17,13 +19,17 @@ pub fn database_url(flag: &Option<String>) -> Result<String, Failure> {
     })
 }
 
-/// Connects, naming the (redacted) URL on failure.
+/// Connects, naming the (redacted) URL on failure. A URL that cannot be parsed is bad input
+/// (exit 2); a server that cannot be reached is a runtime failure (exit 1).
 pub async fn connect(url: &str) -> Result<tokio_postgres::Client, Failure> {
-    outbox_core::db::connect(url).await.map_err(|e| {
-        Failure::runtime(format!(
+    outbox_core::db::connect(url).await.map_err(|e| match e {
+        outbox_core::Error::DatabaseUrl { .. } => Failure::invalid(format!(
+            "{e}; give a URL such as postgres://user@host:5432/database (--database-url or DATABASE_URL)"
+        )),
+        e => Failure::runtime(format!(
             "cannot connect to the database at {}: {e}",
             outbox_core::db::redact_url(url)
-        ))
+        )),
     })
 }
 

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use outbox_core::redact::{is_sensitive, redact_url};
 use outbox_core::{Event, sql};
 use outbox_matcher::Pattern;
 use outbox_sender::{HttpTransport, NetworkPolicy, OutboundRequest, Signer, related};
@@ -241,8 +242,6 @@ async fn send(
             &own
         }
     };
-    // Transport errors quote the URL; show it redacted like the request.
-    let raw_url = outbound.url.clone();
     let started = Instant::now();
     match transport.send_showing_headers(outbound).await {
         Ok((response, headers)) => {
@@ -257,7 +256,8 @@ async fn send(
             })
         }
         Err(e) => {
-            preview.send_error = Some(e.message.replace(&raw_url, &preview.request.url));
+            // The transport's errors quote the URL with its credentials already hidden.
+            preview.send_error = Some(e.message);
         }
     }
     Ok(())
@@ -321,53 +321,8 @@ fn secret_header_names(signer: Option<&Signer>) -> Vec<String> {
     names
 }
 
-/// Words in a header or query parameter name that mark its value as a credential.
-const SECRET_WORDS: [&str; 7] = [
-    "auth",
-    "token",
-    "secret",
-    "password",
-    "passwd",
-    "signature",
-    "key",
-];
-
-fn looks_secret(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    SECRET_WORDS.iter().any(|w| name.contains(w))
-}
-
 fn is_secret_header(name: &str, known: &[String]) -> bool {
-    known.iter().any(|k| k.eq_ignore_ascii_case(name)) || looks_secret(name)
-}
-
-/// The URL with its password and secret-looking query values replaced by `***`.
-pub fn redact_url(raw: &str) -> String {
-    let Ok(mut url) = url::Url::parse(raw) else {
-        return raw.to_string();
-    };
-    if url.password().is_some() {
-        let _ = url.set_password(Some("***"));
-    }
-    if url.query().is_some() {
-        let pairs: Vec<(String, String)> = url
-            .query_pairs()
-            .map(|(k, v)| {
-                let v = if looks_secret(&k) {
-                    "***".to_string()
-                } else {
-                    v.into_owned()
-                };
-                (k.into_owned(), v)
-            })
-            .collect();
-        if pairs.iter().any(|(_, v)| v == "***") {
-            url.query_pairs_mut().clear().extend_pairs(pairs);
-        } else {
-            return url.to_string();
-        }
-    }
-    url.to_string()
+    known.iter().any(|k| k.eq_ignore_ascii_case(name)) || is_sensitive(name)
 }
 
 /// The command: prints the preview (and the response with `--send`).
@@ -445,18 +400,6 @@ fn reason(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_lose_passwords_and_secret_query_values() {
-        assert_eq!(
-            redact_url("https://relay:s3cret@example.com/hook?id=7&api_key=abc&token=x"),
-            "https://relay:***@example.com/hook?id=7&api_key=***&token=***"
-        );
-        assert_eq!(
-            redact_url("http://mysite.com/webhook?id=1111-22&type=CustomerOrder"),
-            "http://mysite.com/webhook?id=1111-22&type=CustomerOrder"
-        );
-    }
 
     #[test]
     fn credential_headers_are_recognised() {

@@ -6,7 +6,7 @@ use crate::catalog::{WEBHOOK_COLUMNS, webhook_row};
 use crate::error::Failure;
 use crate::output;
 
-/// Every configuration key (DESIGN §5), in this order; keys a webhook leaves out are shown as
+/// Every configuration key (docs/webhooks.md), in this order; keys a webhook leaves out are shown as
 /// null, so `--json` output always has the same shape.
 const KEYS: [&str; 20] = [
     "name",
@@ -32,9 +32,12 @@ const KEYS: [&str; 20] = [
 ];
 
 /// One webhook as shown: every configuration key with secrets as `***`, then `valid`, `error`
-/// (why the relay refuses to run it) and `disabled_reason` (why it switched it off).
+/// (why the relay refuses to run it), `disabled_reason` (why it switched it off) and `config` (the
+/// configuration keys again, as one object, null when the row cannot be read as a webhook).
 pub struct Shown {
     pub name: String,
+    /// The `active` column (also for a row that cannot be read as a webhook).
+    pub active: bool,
     pub valid: bool,
     pub error: Option<String>,
     pub disabled_reason: Option<String>,
@@ -53,9 +56,11 @@ impl Shown {
         }
         // Also for a row that cannot be read as a webhook (its config is null).
         out.insert("name".into(), Value::String(self.name.clone()));
+        out.insert("active".into(), Value::Bool(self.active));
         out.insert("valid".into(), Value::Bool(self.valid));
         out.insert("error".into(), json_text(&self.error));
         out.insert("disabled_reason".into(), json_text(&self.disabled_reason));
+        out.insert("config".into(), self.config.clone());
         Value::Object(out)
     }
 }
@@ -90,6 +95,7 @@ pub async fn load(
         };
         out.push(Shown {
             name: row.name,
+            active: row.active,
             valid: row.valid && row.spec.is_ok(),
             error,
             disabled_reason: row.disabled_reason,
@@ -120,12 +126,7 @@ pub async fn list(url: &str, json: bool) -> Result<(), Failure> {
                 .unwrap_or_default();
             vec![
                 w.name.clone(),
-                if c["active"].as_bool().unwrap_or(false) {
-                    "yes"
-                } else {
-                    "no"
-                }
-                .into(),
+                if w.active { "yes" } else { "no" }.into(),
                 if w.valid { "yes".into() } else { "NO".into() },
                 events,
                 output::clip(c["url"].as_str().unwrap_or(""), 60),
