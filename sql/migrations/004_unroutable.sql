@@ -1,5 +1,5 @@
 -- outbox-relay schema, version 4: events the router cannot decode or route are set aside instead
--- of holding up every other event.
+-- of holding up every other event; max_in_flight becomes optional (adaptive when unset).
 --
 -- An event is set aside when its row cannot be read (e.g. data nested deeper than the relay's JSON
 -- parser allows), when it shares its id with another event (an INSERT that supplied its own id),
@@ -21,3 +21,10 @@ CREATE TABLE outbox.unroutable_events (
 );
 COMMENT ON TABLE outbox.unroutable_events IS
     'Events the relay could not route, with the reason. List them with `outbox-relay events unrouted`; route them again with `outbox-relay events reroute`.';
+
+-- A webhook without max_in_flight no longer means "at most 16": the relay adapts the number of
+-- requests in flight to the receiver, up to its own `concurrency` (a receiver that needs a hard
+-- cap sets one). Rows written before keep their value, which is a cap from now on; applying the
+-- webhooks file again (without max_in_flight) lets them adapt.
+ALTER TABLE outbox.webhooks ALTER COLUMN max_in_flight DROP NOT NULL,
+                            ALTER COLUMN max_in_flight DROP DEFAULT;

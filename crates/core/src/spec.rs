@@ -60,9 +60,11 @@ pub struct WebhookSpec {
     /// Delays before attempts 2, 3, ...; the last one repeats. Default: the Standard Webhooks schedule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_schedule: Option<Vec<String>>,
-    /// Concurrent requests to this webhook, per relay process.
-    #[serde(default = "default_max_in_flight")]
-    pub max_in_flight: i32,
+    /// Most concurrent requests to this webhook, per relay process. Unset: the relay adapts the
+    /// number to the receiver (it grows while answers come promptly and halves on timeouts,
+    /// connection errors, 429 and 5xx), up to the relay's `concurrency`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<i32>,
     /// Credentials sent with every request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthSpec>,
@@ -150,9 +152,6 @@ fn default_timeout() -> String {
 }
 fn default_max_attempts() -> i32 {
     10
-}
-fn default_max_in_flight() -> i32 {
-    16
 }
 fn default_scheme() -> String {
     "standard".into()
@@ -245,7 +244,7 @@ mod tests {
         assert_eq!(spec.content_type, "application/json");
         assert_eq!(spec.timeout, "30s");
         assert_eq!(spec.max_attempts, 10);
-        assert_eq!(spec.max_in_flight, 16);
+        assert_eq!(spec.max_in_flight, None, "adaptive");
         assert!(spec.active && !spec.coalesce && !spec.ordered);
     }
 

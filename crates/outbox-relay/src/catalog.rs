@@ -199,7 +199,7 @@ pub fn webhook_row(row: &tokio_postgres::Row) -> Result<WebhookRow, tokio_postgr
     }
     m.insert(
         "max_in_flight".into(),
-        row.try_get::<_, i32>("max_in_flight")?.into(),
+        row.try_get::<_, Option<i32>>("max_in_flight")?.into(),
     );
     let mut secrets = Vec::new();
     for key in ["auth", "signature", "tls"] {

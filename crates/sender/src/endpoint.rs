@@ -33,7 +33,9 @@ pub struct Endpoint {
     pub active: bool,
     pub priority: i32,
     pub ordered: bool,
-    pub max_in_flight: usize,
+    /// The most requests in flight at once (`max_in_flight`); `None`: adaptive, up to the
+    /// relay's `concurrency`.
+    pub max_in_flight: Option<usize>,
     pub timeout: Duration,
     pub max_attempts: i32,
     /// Delays before attempts 2, 3, ...; the last repeats.
@@ -88,10 +90,12 @@ impl Endpoint {
                 format!("must be at least 1; got {}", spec.max_attempts),
             ));
         }
-        if spec.max_in_flight < 1 {
+        if let Some(n) = spec.max_in_flight
+            && n < 1
+        {
             errors.push(FieldError::new(
                 "max_in_flight",
-                format!("must be at least 1; got {}", spec.max_in_flight),
+                format!("must be at least 1 (or left out, to adapt to the receiver); got {n}"),
             ));
         }
         let schedule = match &spec.retry_schedule {
@@ -198,7 +202,7 @@ impl Endpoint {
                 active: spec.active,
                 priority: spec.priority,
                 ordered: spec.ordered,
-                max_in_flight: spec.max_in_flight.max(1) as usize,
+                max_in_flight: spec.max_in_flight.map(|n| n.max(1) as usize),
                 timeout,
                 max_attempts: spec.max_attempts.max(1),
                 schedule,

@@ -173,6 +173,7 @@ impl Dispatcher {
             .copied()
             .zip(want.leases.iter().copied())
             .collect();
+        let concurrency = self.shared.options.concurrency.max(1);
         let mut per_webhook: HashMap<i64, i32> = HashMap::new();
         for row in &rows {
             let webhook_id: i64 = row.try_get(1)?;
@@ -196,7 +197,7 @@ impl Dispatcher {
                 let mut loads = self.in_flight.lock().expect("in-flight counts");
                 let load = loads.entry(endpoint.id).or_insert_with(|| Load {
                     busy: 0,
-                    limit: Limit::adaptive(endpoint.max_in_flight),
+                    limit: Limit::adaptive(ceiling(&endpoint, concurrency)),
                 });
                 load.busy += 1;
                 load.busy
@@ -252,7 +253,7 @@ impl Dispatcher {
         };
         let concurrency = self.shared.options.concurrency.max(1);
         for ep in &directory.sendable {
-            let ceiling = ep.max_in_flight.min(concurrency);
+            let ceiling = ceiling(ep, concurrency);
             let load = loads.entry(ep.id).or_insert_with(|| Load {
                 busy: 0,
                 limit: Limit::adaptive(ceiling),
@@ -276,6 +277,15 @@ impl Dispatcher {
         }
         want
     }
+}
+
+/// The most requests a webhook may have in flight: its `max_in_flight`, else (adaptive) the
+/// relay's `concurrency`.
+fn ceiling(endpoint: &crate::endpoint::Endpoint, concurrency: usize) -> usize {
+    endpoint
+        .max_in_flight
+        .unwrap_or(concurrency)
+        .min(concurrency)
 }
 
 /// What an attempt says about its receiver's capacity.
