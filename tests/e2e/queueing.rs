@@ -398,3 +398,79 @@ async fn ordered_records_stay_in_order_while_events_keep_arriving() {
         }
     }
 }
+
+/// The most requests of `received` that the receiver was answering at once, among those that
+/// arrived at or after `from`.
+fn overlap_since(received: &[Received], from: std::time::Instant) -> usize {
+    let late: Vec<_> = received.iter().filter(|r| r.at >= from).collect();
+    late.iter()
+        .map(|r| {
+            late.iter()
+                .filter(|o| o.at <= r.at && (!o.answered || o.answered_at > r.at))
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn without_max_in_flight_a_prompt_receiver_gets_more_at_once_and_a_failing_one_fewer() {
+    let db = TestDb::new().await;
+    let prompt = TestReceiver::start().await;
+    prompt.handle(|_| Reply::ok().delay(Duration::from_millis(20)));
+    let failing = TestReceiver::start().await;
+    failing.handle(|_| Reply::status(503).delay(Duration::from_millis(20)));
+    apply(
+        &db,
+        &format!(
+            "[[webhook]]\nname = \"prompt\"\nevents = [\"item.*\"]\nurl = \"{}\"\n\n\
+             [[webhook]]\nname = \"failing\"\nevents = [\"part.*\"]\nurl = \"{}\"\n\
+             retry_schedule = [\"50ms\"]\nmax_attempts = 1000\n",
+            prompt.url("/"),
+            failing.url("/")
+        ),
+    )
+    .await;
+    let client = db.connect().await;
+    client
+        .batch_execute(
+            "INSERT INTO outbox.events (event_type, entity, entity_id)
+             SELECT 'item.created', 'item', i::text FROM generate_series(1, 1500) i;
+             INSERT INTO outbox.events (event_type, entity, entity_id)
+             SELECT 'part.created', 'part', i::text FROM generate_series(1, 64) i;",
+        )
+        .await
+        .unwrap();
+    let relay = start(&db).await;
+    wait_for_webhook_status(&client, "prompt", 1500, "succeeded").await;
+    // It started at 16 and grew: the receiver answered promptly and the limit held requests back.
+    assert!(
+        prompt.max_concurrency() > 16,
+        "a prompt receiver got at most {} requests at once",
+        prompt.max_concurrency()
+    );
+    // The failing one got 16 at first; every round of 503s halved that.
+    let settled = std::time::Instant::now() + Duration::from_millis(1500);
+    wait_until(SOON, "a second of retries after the first ones", || async {
+        let late = failing
+            .requests()
+            .iter()
+            .filter(|r| r.at > settled + Duration::from_secs(1))
+            .count();
+        (late > 0).then_some(())
+    })
+    .await;
+    relay.stop().await;
+    assert!(
+        failing.max_concurrency() >= 10,
+        "{}",
+        failing.max_concurrency()
+    );
+    let later = overlap_since(&failing.requests(), settled);
+    assert!(
+        later <= 2,
+        "a receiver answering only 503 still got {later} requests at once"
+    );
+    // Nothing exceeded the relay's concurrency.
+    assert!(prompt.max_concurrency() <= settings(&db).concurrency);
+}
