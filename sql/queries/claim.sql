@@ -11,6 +11,8 @@
 -- commit is what counts, and this statement is its own transaction. It is joined into the UPDATE,
 -- so it runs whenever a row is claimed. Flushing the claim's WAL also flushes every earlier
 -- commit, so the routing of the deliveries claimed is durable too.
+-- Each webhook passed costs an index probe; with many webhooks configured the relay passes only
+-- those with queued work (queued_webhooks.sql).
 -- $1 webhook ids, $2 free slots per webhook, $3 lease seconds per webhook, $4 total limit, $5 owner,
 -- $6 priority per webhook
 WITH want AS MATERIALIZED (
@@ -23,8 +25,10 @@ WITH want AS MATERIALIZED (
         ORDER BY d.next_attempt_at, d.id
         LIMIT 1
     ) head
-    -- paused (or switched off by a 410) since this relay last loaded its configuration
-    WHERE EXISTS (SELECT 1 FROM outbox.webhooks h WHERE h.id = w.webhook_id AND h.active)
+    -- paused (or switched off by a 410) since this relay last loaded its configuration; a scalar
+    -- subquery, so it stays one primary-key probe per webhook with due work rather than a join
+    -- that could read every webhook
+    WHERE (SELECT h.active FROM outbox.webhooks h WHERE h.id = w.webhook_id)
     ORDER BY w.priority DESC, head.next_attempt_at, head.id
 ),
 durable AS (

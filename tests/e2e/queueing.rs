@@ -474,3 +474,44 @@ async fn without_max_in_flight_a_prompt_receiver_gets_more_at_once_and_a_failing
     // Nothing exceeded the relay's concurrency.
     assert!(prompt.max_concurrency() <= settings(&db).concurrency);
 }
+
+#[tokio::test]
+async fn with_many_webhooks_configured_the_ones_with_work_are_served() {
+    let db = TestDb::new().await;
+    let receiver = TestReceiver::start().await;
+    // More webhooks than a claim probes one by one: the relay first asks which have queued work.
+    let mut file = String::new();
+    for i in 0..150 {
+        file.push_str(&format!(
+            "[[webhook]]\nname = \"tenant{i}\"\nevents = [\"tenant{i}.*\"]\nurl = \"{}\"\n\n",
+            receiver.url(&format!("/tenant{i}"))
+        ));
+    }
+    apply(&db, &file).await;
+    let relay = start(&db).await;
+    let client = db.connect().await;
+    client
+        .execute(
+            "INSERT INTO outbox.events (event_type, entity, entity_id)
+             SELECT 'tenant' || (i % 3 * 70) || '.created', 'item', i::text
+             FROM generate_series(1, 90) i",
+            &[],
+        )
+        .await
+        .unwrap();
+    let log = wait_for_status(&client, 90, "succeeded").await;
+    relay.stop().await;
+    let mut per_webhook: HashMap<String, usize> = HashMap::new();
+    for d in &log {
+        *per_webhook.entry(d.webhook.clone()).or_default() += 1;
+    }
+    assert_eq!(
+        per_webhook,
+        HashMap::from([
+            ("tenant0".to_string(), 30),
+            ("tenant70".to_string(), 30),
+            ("tenant140".to_string(), 30)
+        ])
+    );
+    assert_eq!(receiver.count(), 90);
+}

@@ -53,3 +53,4 @@ pub const REROUTE_DONE: &str = include_str!("../../../sql/queries/reroute_done.s
 pub const REROUTE_FAILED: &str = include_str!("../../../sql/queries/reroute_failed.sql");
 pub const WEBHOOK_GONE: &str = include_str!("../../../sql/queries/webhook_gone.sql");
 pub const ROUTING_HEALTH: &str = include_str!("../../../sql/queries/routing_health.sql");
+pub const QUEUED_WEBHOOKS: &str = include_str!("../../../sql/queries/queued_webhooks.sql");

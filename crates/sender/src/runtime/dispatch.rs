@@ -6,7 +6,7 @@
 //! is sent, so neither a relay crash nor a Postgres crash can forget a claim whose request went
 //! out: a repeated attempt always carries a new attempt number.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,10 @@ enum Next {
     /// Nothing due: wait for a wake-up or the poll interval.
     Idle,
 }
+
+/// Up to this many sendable webhooks, every claim passes them all; beyond, only those with queued
+/// work (one loose index scan first).
+const PROBE_ALL_UP_TO: usize = 64;
 
 /// Requests in flight, and how many may be, per webhook id.
 type InFlight = Arc<Mutex<HashMap<i64, Load>>>;
@@ -137,20 +141,35 @@ impl Dispatcher {
             return Ok(Next::WaitForCapacity);
         }
         let directory = self.shared.directory.load_full();
-        let want = self.want(&directory, free);
+        let client = self.shared.pool.get().await?;
+        // With many webhooks configured, claim only for those with queued work: the claim probes
+        // every webhook it is given.
+        let queued = if directory.sendable.len() > PROBE_ALL_UP_TO {
+            let statement = client.prepare_cached(sql::QUEUED_WEBHOOKS).await?;
+            let rows = client.query(&statement, &[]).await?;
+            Some(
+                rows.iter()
+                    .map(|r| r.try_get(0))
+                    .collect::<Result<HashSet<i64>, _>>()?,
+            )
+        } else {
+            None
+        };
+        let want = self.want(&directory, free, queued.as_ref());
         if want.ids.is_empty() {
             // Every webhook is at its max_in_flight (or none is active).
-            return Ok(if directory.sendable.is_empty() {
-                Next::Idle
-            } else {
-                Next::WaitForCapacity
-            });
+            return Ok(
+                if directory.sendable.is_empty() || queued.is_some_and(|q| q.is_empty()) {
+                    Next::Idle
+                } else {
+                    Next::WaitForCapacity
+                },
+            );
         }
         let total = free as i64;
         // Read before the claim is sent: never later than the database's start of the lease.
         let claimed_at = Instant::now();
         let rows = {
-            let client = self.shared.pool.get().await?;
             let claim = client.prepare_cached(sql::CLAIM).await?;
             client
                 .query(
@@ -166,6 +185,7 @@ impl Dispatcher {
                 )
                 .await?
         };
+        drop(client);
 
         let leases: HashMap<i64, f64> = want
             .ids
@@ -243,7 +263,12 @@ impl Dispatcher {
     }
 
     /// Which webhooks to claim for, how many each, with which lease.
-    fn want(&self, directory: &crate::endpoint::Directory, free: usize) -> Want {
+    fn want(
+        &self,
+        directory: &crate::endpoint::Directory,
+        free: usize,
+        queued: Option<&HashSet<i64>>,
+    ) -> Want {
         let mut loads = self.in_flight.lock().expect("in-flight counts");
         let mut want = Want {
             ids: Vec::new(),
@@ -253,6 +278,9 @@ impl Dispatcher {
         };
         let concurrency = self.shared.options.concurrency.max(1);
         for ep in &directory.sendable {
+            if queued.is_some_and(|q| !q.contains(&ep.id)) {
+                continue;
+            }
             let ceiling = ceiling(ep, concurrency);
             let load = loads.entry(ep.id).or_insert_with(|| Load {
                 busy: 0,
