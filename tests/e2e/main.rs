@@ -6,9 +6,11 @@
 //! deadlines and never assert timings, except where a delay is the promise itself (Retry-After),
 //! and then with a loose tolerance.
 
+mod capture_privileges;
 mod config;
 mod lifecycle;
 mod native;
+mod native_fallback;
 mod ops;
 mod outcomes;
 mod queueing;

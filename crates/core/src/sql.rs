@@ -17,6 +17,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "captured events",
         include_str!("../../../sql/migrations/003_captured_events.sql"),
     ),
+    (
+        5,
+        "capture sink",
+        include_str!("../../../sql/migrations/005_capture_sink.sql"),
+    ),
 ];
 
 pub const ROUTE_LOCK: &str = include_str!("../../../sql/queries/route_lock.sql");
