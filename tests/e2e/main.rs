@@ -6,6 +6,7 @@
 //! deadlines and never assert timings, except where a delay is the promise itself (Retry-After),
 //! and then with a loose tolerance.
 
+mod capture_privileges;
 mod cli_contract;
 mod config;
 mod hostile;
@@ -13,6 +14,7 @@ mod hostile_urls;
 mod isolation;
 mod lifecycle;
 mod native;
+mod native_fallback;
 mod ops;
 mod outcomes;
 mod queueing;

@@ -919,12 +919,15 @@ fn trigger_cpu_share(pgbench: &Path, url: &str, seconds: u64, native: bool) -> R
         if frames.contains(&"PostgresMain") {
             in_postgres += 1;
         }
-        let function = if native {
-            "outbox_capture"
-        } else {
-            "plpgsql_exec_trigger"
+        // (the library's entry points: outbox_capture, and outbox_capture_schema5 since schema 5)
+        let in_capture = |f: &&str| {
+            if native {
+                f.starts_with("outbox_capture")
+            } else {
+                *f == "plpgsql_exec_trigger"
+            }
         };
-        if frames.contains(&"AfterTriggerEndQuery") && frames.contains(&function) {
+        if frames.contains(&"AfterTriggerEndQuery") && frames.iter().any(in_capture) {
             in_trigger += 1;
         }
     }

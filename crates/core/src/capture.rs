@@ -34,8 +34,10 @@ impl fmt::Display for Capture {
     }
 }
 
+/// The library's entry point for schema 5 and later: one built before `outbox.capture_sink`
+/// existed lacks it (and would refuse every producer there), so switching to it fails cleanly.
 const NATIVE: &str = "CREATE OR REPLACE FUNCTION outbox.capture() RETURNS trigger LANGUAGE c
-    AS '$libdir/outbox_capture', 'outbox_capture'";
+    AS '$libdir/outbox_capture', 'outbox_capture_schema5'";
 
 /// Before a switch commits, one captured row proves the new function works against this schema;
 /// the savepoint takes the row (and any NOTIFY) back.
@@ -150,8 +152,8 @@ mod tests {
         ));
         assert!(sql.ends_with("END\n$$;"), "{sql}");
         assert!(
-            sql.contains("outbox.captured_events"),
-            "schema 3's capture writes captured_events"
+            sql.contains("INSERT INTO outbox.capture_sink"),
+            "schema 5's capture writes through the sink"
         );
         assert_eq!(sql.matches("$$").count(), 2, "one function body: {sql}");
     }

@@ -22,6 +22,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "unroutable events",
         include_str!("../../../sql/migrations/004_unroutable.sql"),
     ),
+    (
+        5,
+        "capture sink",
+        include_str!("../../../sql/migrations/005_capture_sink.sql"),
+    ),
 ];
 
 pub const ROUTE_LOCK: &str = include_str!("../../../sql/queries/route_lock.sql");

@@ -245,18 +245,21 @@ async fn set_notify(client: &tokio_postgres::Client, on: bool) -> Result<(), Fai
     Ok(())
 }
 
-/// Logs every role that may insert into `outbox.events` but not into `outbox.captured_events`,
-/// where `capture` writes (schema version 3): its statements that fire a capture trigger fail.
-/// The upgrade granted both to the roles of the time; this catches grants made since.
+/// Logs the producer privileges that break capture or reopen the door it closes (schema 5):
+/// every role that may insert into `outbox.events` but not through `outbox.capture_sink`, where
+/// `capture` writes, so its statements that fire a capture trigger fail; and every role other
+/// than the owner's (and superusers) that may still insert into `outbox.captured_events`
+/// directly, with ids of its choosing. The upgrade moved the grants of the time; this catches
+/// grants made since.
 async fn warn_capture_privileges(client: &tokio_postgres::Client) -> Result<(), Failure> {
     let rows = client
         .query(
             "SELECT r.rolname FROM pg_roles r
              WHERE r.rolname NOT LIKE 'pg\\_%'
                AND has_table_privilege(r.oid, 'outbox.events', 'INSERT')
-               AND NOT has_table_privilege(r.oid, 'outbox.captured_events', 'INSERT')
+               AND NOT has_table_privilege(r.oid, 'outbox.capture_sink', 'INSERT')
                -- or on the columns capture() names, as its INSERT would accept
-               AND NOT (SELECT bool_and(has_column_privilege(r.oid, 'outbox.captured_events', c, 'INSERT'))
+               AND NOT (SELECT bool_and(has_column_privilege(r.oid, 'outbox.capture_sink', c, 'INSERT'))
                         FROM unnest(ARRAY['event_type', 'entity', 'entity_id', 'data', 'old']) c)
              ORDER BY 1",
             &[],
@@ -266,7 +269,25 @@ async fn warn_capture_privileges(client: &tokio_postgres::Client) -> Result<(), 
         let role: String = row.get(0);
         tracing::warn!(
             role,
-            "role {role} may insert into outbox.events but not into outbox.captured_events, so its statements that fire outbox.capture() triggers fail; GRANT INSERT ON outbox.captured_events TO it"
+            "role {role} may insert into outbox.events but not into outbox.capture_sink, so its statements that fire outbox.capture() triggers fail; GRANT INSERT ON outbox.capture_sink TO it"
+        );
+    }
+    let rows = client
+        .query(
+            "SELECT r.rolname FROM pg_roles r, pg_class c
+             WHERE c.oid = 'outbox.captured_events'::regclass
+               AND r.rolname NOT LIKE 'pg\\_%' AND NOT r.rolsuper
+               AND NOT pg_has_role(r.oid, c.relowner, 'USAGE')
+               AND has_any_column_privilege(r.oid, c.oid, 'INSERT')
+             ORDER BY 1",
+            &[],
+        )
+        .await?;
+    for row in rows {
+        let role: String = row.get(0);
+        tracing::warn!(
+            role,
+            "role {role} may insert into outbox.captured_events directly, with event ids of its choosing (a duplicate stops routing); it needs INSERT on outbox.capture_sink only: REVOKE INSERT ON outbox.captured_events FROM it"
         );
     }
     Ok(())
