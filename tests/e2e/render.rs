@@ -638,3 +638,93 @@ query  = "SELECT to_jsonb(($1->>'id')::int / 0)"
         "fields wrote nothing to the queue"
     );
 }
+
+#[tokio::test]
+async fn a_claimed_batch_loads_each_deliverys_own_related_records_and_one_failure_stays_its_own() {
+    let db = TestDb::new().await;
+    let receiver = TestReceiver::start().await;
+    let client = shop(&db).await;
+    apply(
+        &db,
+        &format!(
+            r#"{ORDER_RELATION}
+[[relation]]
+entity = "shipment"
+name   = "pace"
+query  = "SELECT to_jsonb(100 / (($1->>'id')::int % 50))"
+
+[[webhook]]
+name = "carrier"
+events = ["shipment.created"]
+url = "{}"
+body = '{{"shipment": {{{{ event.data.id }}}}, "order": {{{{ related.order.code }}}}, "pace": {{{{ related.pace }}}}}}'
+retry_schedule = ["1h"]
+"#,
+            receiver.url("/")
+        ),
+    )
+    .await;
+    // 120 shipments of 120 orders, committed together so they are claimed in few batches; the
+    // one whose id is a multiple of 50 makes its "pace" relation divide by zero.
+    let mut tx_client = db.connect().await;
+    let tx = tx_client.transaction().await.unwrap();
+    let mut expected = std::collections::BTreeMap::new();
+    for i in 0..120 {
+        let code = format!("SO-{i}");
+        let order_id: i64 = tx
+            .query_one(
+                "INSERT INTO orders (code, customer) VALUES ($1, 'c') RETURNING id",
+                &[&code],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let shipment_id: i64 = tx
+            .query_one(
+                "INSERT INTO shipments (order_id, carrier) VALUES ($1, 'dhl') RETURNING id",
+                &[&order_id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        expected.insert(shipment_id, code);
+    }
+    tx.commit().await.unwrap();
+    let failing: Vec<i64> = expected.keys().copied().filter(|id| id % 50 == 0).collect();
+    assert!(!failing.is_empty());
+    let relay = start(&db).await;
+    let got = receiver
+        .wait_for(expected.len() - failing.len(), SOON)
+        .await;
+    wait_for_status(&client, failing.len(), "pending").await;
+    relay.stop().await;
+
+    let mut seen = std::collections::BTreeMap::new();
+    for request in &got {
+        let body = request.json();
+        let id = body["shipment"].as_i64().unwrap();
+        assert_eq!(body["pace"], 100 / (id % 50), "{body}");
+        seen.insert(id, body["order"].as_str().unwrap().to_string());
+    }
+    let mut want = expected.clone();
+    want.retain(|id, _| !failing.contains(id));
+    assert_eq!(
+        seen, want,
+        "every delivery got its own order, the failing one none"
+    );
+    for id in &failing {
+        let error: String = client
+            .query_one(
+                "SELECT a.error FROM outbox.attempts a JOIN outbox.delivery_log d ON d.id = a.delivery_id
+                 WHERE d.entity_id = $1",
+                &[&id.to_string()],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(
+            error.contains("relation \"pace\"") && error.contains("division by zero"),
+            "{error}"
+        );
+    }
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use outbox_core::SchemaStatus;
 use outbox_listener::{Router, Wakeups};
-use outbox_sender::{HttpTransport, NetworkPolicy, Sender, SenderOptions, Transport};
+use outbox_sender::{HttpTransport, NetworkPolicy, Pools, Sender, SenderOptions, Transport};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -19,6 +19,8 @@ use crate::http;
 
 /// How often the catalog is reloaded without a notification.
 const RELOAD_EVERY: Duration = Duration::from_secs(30);
+/// Connections for related-record lookups (one per claimed batch that needs them, at a time).
+const LOOKUP_CONNECTIONS: usize = 4;
 /// On shutdown, how long results that cannot be recorded (the database is down) are retried.
 const RECORD_GRACE: Duration = Duration::from_secs(10);
 /// On shutdown, how long the background tasks get to finish once the sender has stopped.
@@ -148,7 +150,10 @@ impl Relay {
         ];
 
         let sender = Sender::new(
-            pool.clone(),
+            Pools {
+                relay: pool.clone(),
+                lookups: outbox_core::db::pool(&settings.database_url, LOOKUP_CONNECTIONS)?,
+            },
             catalog.directory.clone(),
             transport,
             SenderOptions {

@@ -47,7 +47,7 @@ pub use network::{METADATA, NetworkPolicy};
 pub use policy::AttemptOutcome;
 pub use related::RelatedError;
 pub use request::{USER_AGENT, build_request, message_id};
-pub use runtime::{Sender, SenderOptions};
+pub use runtime::{Pools, Sender, SenderOptions};
 pub use signature::Signer;
 pub use tls::TlsSettings;
 pub use transport::{

@@ -2,9 +2,10 @@
 //! event's entity with the event's `data` as `$1` (jsonb).
 //!
 //! Only the relations a webhook's templates reference are loaded (the renderer finds them at
-//! compile time), once per attempt, shared by the URL, header and body templates. They run in one
-//! read-only transaction with a statement timeout, pipelined: `BEGIN`, then `SET LOCAL
-//! statement_timeout` and every query in one round trip, and the rollback is not waited for.
+//! compile time), once per attempt, shared by the URL, header and body templates. The sender
+//! loads those of a whole claimed batch at once ([`load_many`]): one round trip, each event's
+//! queries in a read-only transaction of its own with a statement timeout, so one failing event
+//! fails only itself.
 //!
 //! A relation must return one row with one json/jsonb column (a NULL value is `none` in
 //! templates). A relation that is not defined, fails, times out, returns no row or several rows
@@ -16,7 +17,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use futures_util::future::{join, join_all};
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, join_all};
 use outbox_core::Event;
 use outbox_renderer::Templates;
 use serde_json::{Map, Value};
@@ -90,85 +92,167 @@ pub async fn load(
     event: &Event,
     timeout: Duration,
 ) -> Result<Map<String, Value>, RelatedError> {
-    let mut related = Map::new();
-    if names.is_empty() {
-        return Ok(related);
-    }
-    let mut queries = Vec::with_capacity(names.len());
-    for name in names {
-        match relations.get(&(event.entity.clone(), name.clone())) {
-            Some(query) => queries.push((name, query.as_str())),
-            None => {
-                return Err(RelatedError::Undefined {
-                    entity: event.entity.clone(),
-                    name: name.clone(),
-                });
-            }
-        }
-    }
-    let database = |e: tokio_postgres::Error| RelatedError::Database {
-        reason: outbox_core::db::describe(&e),
-    };
-    let tx = client
-        .build_transaction()
-        .read_only(true)
-        .start()
+    let lookup = Lookup { names, event };
+    load_many(client, relations, std::slice::from_ref(&lookup), timeout)
         .await
-        .map_err(database)?;
-    let timeout_ms = timeout.as_millis().max(1);
-    let data: &(dyn ToSql + Sync) = &event.data;
-    let params = [(data, Type::JSONB)];
-    // One round trip: the timeout is set before the queries run (requests are sent in order).
-    let (set, results) = join(
-        tx.batch_execute(&format!("SET LOCAL statement_timeout = {timeout_ms}")),
-        join_all(
-            queries
+        .pop()
+        .unwrap_or_else(|| Ok(Map::new()))
+}
+
+/// The related records one event needs: the relations `names` of `event.entity`.
+pub struct Lookup<'a> {
+    pub names: &'a [String],
+    pub event: &'a Event,
+}
+
+/// Loads the related records of many events at once: one round trip for all of them. Each event's
+/// relations run in a read-only transaction of their own (pipelined: `BEGIN READ ONLY` with the
+/// statement timeout, its queries, `ROLLBACK`), so one that fails or times out fails only its
+/// event. Results are in the order of `lookups`.
+pub async fn load_many(
+    client: &tokio_postgres::Client,
+    relations: &Relations,
+    lookups: &[Lookup<'_>],
+    timeout: Duration,
+) -> Vec<Result<Map<String, Value>, RelatedError>> {
+    // What each event runs, or why it cannot run.
+    let plans: Vec<Result<Vec<(&String, &str)>, RelatedError>> = lookups
+        .iter()
+        .map(|lookup| {
+            lookup
+                .names
                 .iter()
-                .map(|(_, query)| tx.query_typed(query, &params)),
-        ),
-    )
-    .await;
-    set.map_err(database)?;
-    for ((name, _), result) in queries.iter().zip(results) {
-        let failed = |reason: String| RelatedError::Failed {
-            entity: event.entity.clone(),
-            name: (*name).clone(),
-            reason,
-        };
-        let rows = result.map_err(|e| failed(describe_query_error(&e, timeout)))?;
-        let row = match rows.as_slice() {
-            [row] => row,
-            [] => {
-                return Err(RelatedError::NoRow {
-                    entity: event.entity.clone(),
-                    name: (*name).clone(),
-                });
-            }
-            more => {
-                return Err(RelatedError::TooManyRows {
-                    entity: event.entity.clone(),
-                    name: (*name).clone(),
-                    rows: more.len(),
-                });
-            }
-        };
-        if row.len() != 1 {
-            return Err(failed(format!(
-                "it returned {} columns; it must return one json or jsonb value",
-                row.len()
-            )));
+                .map(|name| {
+                    relations
+                        .get(&(lookup.event.entity.clone(), name.clone()))
+                        .map(|query| (name, query.as_str()))
+                        .ok_or_else(|| RelatedError::Undefined {
+                            entity: lookup.event.entity.clone(),
+                            name: name.clone(),
+                        })
+                })
+                .collect()
+        })
+        .collect();
+    let begin = format!(
+        "BEGIN READ ONLY; SET LOCAL statement_timeout = {}",
+        timeout.as_millis().max(1)
+    );
+    let datas: Vec<&(dyn ToSql + Sync)> = lookups
+        .iter()
+        .map(|l| &l.event.data as &(dyn ToSql + Sync))
+        .collect();
+    let params: Vec<[(&(dyn ToSql + Sync), Type); 1]> =
+        datas.iter().map(|d| [(*d, Type::JSONB)]).collect();
+    // Every statement is queued before any answer is awaited (one round trip), in this order:
+    // per event, BEGIN, its queries, ROLLBACK. join_all polls its futures in order, so they are
+    // sent in order.
+    let mut steps: Vec<BoxFuture<'_, Step<'_>>> = Vec::new();
+    for (i, plan) in plans.iter().enumerate() {
+        let Ok(plan) = plan else { continue };
+        if plan.is_empty() {
+            continue;
         }
-        let value: Option<Value> = row.try_get(0).map_err(|_| {
-            failed(format!(
-                "it returned a column of type {}; it must return json or jsonb (wrap it in to_jsonb(...))",
-                row.columns()[0].type_()
-            ))
-        })?;
-        related.insert((*name).clone(), value.unwrap_or(Value::Null));
+        let begin = client.batch_execute(&begin);
+        steps.push(async move { Step::Begun(i, begin.await) }.boxed());
+        for (name, query) in plan {
+            let rows = client.query_typed(query, &params[i]);
+            steps.push(async move { Step::Answered(i, *name, rows.await) }.boxed());
+        }
+        let rollback = client.batch_execute("ROLLBACK");
+        steps.push(
+            async move {
+                let _ = rollback.await;
+                Step::RolledBack
+            }
+            .boxed(),
+        );
     }
-    // Dropping the transaction rolls it back without waiting for the answer.
-    drop(tx);
-    Ok(related)
+    let done = join_all(steps).await;
+
+    let mut results: Vec<Result<Map<String, Value>, RelatedError>> = plans
+        .into_iter()
+        .map(|plan| plan.map(|_| Map::new()))
+        .collect();
+    for step in done {
+        match step {
+            Step::Begun(i, Err(e)) => {
+                results[i] = Err(RelatedError::Database {
+                    reason: outbox_core::db::describe(&e),
+                })
+            }
+            Step::Answered(i, name, rows) => {
+                let Ok(related) = &mut results[i] else {
+                    continue; // this event already failed: the first error is the one to report
+                };
+                match one_value(&lookups[i].event.entity, name, rows, timeout) {
+                    Ok(value) => {
+                        related.insert(name.clone(), value);
+                    }
+                    Err(e) => results[i] = Err(e),
+                }
+            }
+            Step::Begun(_, Ok(())) | Step::RolledBack => {}
+        }
+    }
+    results
+}
+
+/// What one pipelined statement of [`load_many`] answered.
+enum Step<'a> {
+    Begun(usize, Result<(), tokio_postgres::Error>),
+    Answered(
+        usize,
+        &'a String,
+        Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>,
+    ),
+    /// The event's transaction is over. (Its answer is not needed: the ROLLBACK is queued with
+    /// the rest of the pipeline, so it runs even when nobody waits for the answers any more.)
+    RolledBack,
+}
+
+/// The one json value a relation query must return.
+fn one_value(
+    entity: &str,
+    name: &str,
+    rows: Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>,
+    timeout: Duration,
+) -> Result<Value, RelatedError> {
+    let failed = |reason: String| RelatedError::Failed {
+        entity: entity.to_string(),
+        name: name.to_string(),
+        reason,
+    };
+    let rows = rows.map_err(|e| failed(describe_query_error(&e, timeout)))?;
+    let row = match rows.as_slice() {
+        [row] => row,
+        [] => {
+            return Err(RelatedError::NoRow {
+                entity: entity.to_string(),
+                name: name.to_string(),
+            });
+        }
+        more => {
+            return Err(RelatedError::TooManyRows {
+                entity: entity.to_string(),
+                name: name.to_string(),
+                rows: more.len(),
+            });
+        }
+    };
+    if row.len() != 1 {
+        return Err(failed(format!(
+            "it returned {} columns; it must return one json or jsonb value",
+            row.len()
+        )));
+    }
+    let value: Option<Value> = row.try_get(0).map_err(|_| {
+        failed(format!(
+            "it returned a column of type {}; it must return json or jsonb (wrap it in to_jsonb(...))",
+            row.columns()[0].type_()
+        ))
+    })?;
+    Ok(value.unwrap_or(Value::Null))
 }
 
 fn describe_query_error(e: &tokio_postgres::Error, timeout: Duration) -> String {

@@ -3,18 +3,19 @@
 //! [`AttemptRecord`] to log. Every step keeps to the [`Deadline`] derived from the claim's lease:
 //! a request that could no longer finish within the lease is not sent.
 
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use chrono::{DateTime, Utc};
 use outbox_core::{DecodeError, Event, telemetry};
-use serde_json::{Map, Value};
+use serde_json::Map;
 use tracing::Instrument;
 
+use super::lookups::{BatchLookup, Missing};
 use super::outcome::AttemptRecord;
 use super::{Completion, Deadline, Outcome, Shared};
-use crate::endpoint::{Directory, Endpoint};
+use crate::endpoint::Endpoint;
 use crate::policy::{self, AttemptOutcome};
-use crate::related;
 use crate::request::{build_request, message_id};
 use crate::transport::{OutboundRequest, Response, TransportErrorKind};
 
@@ -24,9 +25,11 @@ pub(crate) struct Claimed {
     pub attempt: i32,
     pub attempts_base: i32,
     /// The event, or why its row could not be read.
-    pub event: Result<Event, DecodeError>,
+    pub event: Result<Arc<Event>, DecodeError>,
     pub event_created_at: DateTime<Utc>,
     pub deadline: Deadline,
+    /// Its batch's lookup of related records, if its templates use any.
+    pub related: Option<BatchLookup>,
 }
 
 /// Rendered and signed: the exact request to send.
@@ -52,32 +55,20 @@ enum Sent {
 }
 
 /// Runs one attempt, in a span of its own.
-pub(crate) async fn run(
-    shared: &Shared,
-    endpoint: &Endpoint,
-    directory: &Directory,
-    claimed: Claimed,
-) -> Completion {
+pub(crate) async fn run(shared: &Shared, endpoint: &Endpoint, claimed: Claimed) -> Completion {
     let span = tracing::info_span!(
         "attempt",
         webhook = %endpoint.name,
         delivery = claimed.delivery_id,
         attempt = claimed.attempt
     );
-    attempt(shared, endpoint, directory, claimed)
-        .instrument(span)
-        .await
+    attempt(shared, endpoint, claimed).instrument(span).await
 }
 
-async fn attempt(
-    shared: &Shared,
-    endpoint: &Endpoint,
-    directory: &Directory,
-    claimed: Claimed,
-) -> Completion {
+async fn attempt(shared: &Shared, endpoint: &Endpoint, claimed: Claimed) -> Completion {
     let started_at = Utc::now();
     let clock = Instant::now();
-    let sent = match prepare(shared, endpoint, directory, &claimed).await {
+    let sent = match prepare(shared, endpoint, &claimed).await {
         Ok(prepared) if claimed.deadline.may_send(Instant::now()) => {
             send(shared, prepared, &claimed.deadline).await
         }
@@ -122,7 +113,6 @@ async fn attempt(
 async fn prepare(
     shared: &Shared,
     endpoint: &Endpoint,
-    directory: &Directory,
     claimed: &Claimed,
 ) -> Result<Prepared, Unprepared> {
     let event = claimed.event.as_ref().map_err(|e| {
@@ -131,7 +121,19 @@ async fn prepare(
             claimed.delivery_id
         ))
     })?;
-    let related = load_related(shared, endpoint, directory, event, &claimed.deadline).await?;
+    let related = match &claimed.related {
+        None => Map::new(),
+        Some(lookup) => lookup
+            .get(claimed.delivery_id, claimed.deadline.send_by)
+            .await
+            .map_err(|missing| match missing {
+                Missing::Failed(reason) => Unprepared::Failed(reason),
+                Missing::OutOfTime => Unprepared::OutOfTime(
+                    "its related records did not arrive before its lease would no longer cover the request"
+                        .into(),
+                ),
+            })?,
+    };
     let id = message_id(&shared.install_id, claimed.delivery_id);
     build_request(
         endpoint,
@@ -143,45 +145,6 @@ async fn prepare(
         &related,
     )
     .map(|request| Prepared { request })
-    .map_err(|e| Unprepared::Failed(e.to_string()))
-}
-
-/// Loads the related records the webhook's templates use ([`related`]), within the deadline.
-async fn load_related(
-    shared: &Shared,
-    endpoint: &Endpoint,
-    directory: &Directory,
-    event: &Event,
-    deadline: &Deadline,
-) -> Result<Map<String, Value>, Unprepared> {
-    let names = related::wanted(&endpoint.templates, &directory.relations, &event.entity);
-    if names.is_empty() {
-        return Ok(Map::new());
-    }
-    let send_by = tokio::time::Instant::from_std(deadline.send_by);
-    let mut client = match tokio::time::timeout_at(send_by, shared.pool.get()).await {
-        Ok(Ok(client)) => client,
-        Ok(Err(e)) => {
-            return Err(Unprepared::Failed(format!(
-                "cannot load related records: {}",
-                outbox_core::Error::from(e)
-            )));
-        }
-        Err(_) => {
-            return Err(Unprepared::OutOfTime(
-                "no database connection for its related records came before its lease would no longer cover the request".into(),
-            ));
-        }
-    };
-    let left = deadline.send_by.saturating_duration_since(Instant::now());
-    related::load(
-        &mut client,
-        &directory.relations,
-        &names,
-        event,
-        shared.options.relation_timeout.min(left),
-    )
-    .await
     .map_err(|e| Unprepared::Failed(e.to_string()))
 }
 

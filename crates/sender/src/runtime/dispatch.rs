@@ -18,10 +18,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::attempt::{self, Claimed};
 use super::limit::{Limit, Signal};
+use super::lookups::{BatchLookup, Wanted};
 use super::outcome::AttemptRecord;
 use super::{Completion, Deadline, Shared};
 use crate::Error;
 use crate::policy::AttemptOutcome;
+use crate::related;
 
 /// What the dispatcher does after a claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,6 +197,7 @@ impl Dispatcher {
             .collect();
         let concurrency = self.shared.options.concurrency.max(1);
         let mut per_webhook: HashMap<i64, i32> = HashMap::new();
+        let mut batch = Vec::with_capacity(rows.len());
         for row in &rows {
             let webhook_id: i64 = row.try_get(1)?;
             *per_webhook.entry(webhook_id).or_default() += 1;
@@ -206,10 +209,33 @@ impl Dispatcher {
                 delivery_id: row.try_get(0)?,
                 attempt: row.try_get(2)?,
                 attempts_base: row.try_get(3)?,
-                event: Event::from_row(row, 4),
+                event: Event::from_row(row, 4).map(Arc::new),
                 event_created_at: row.try_get(11).unwrap_or_else(|_| Utc::now()),
                 deadline: Deadline::new(claimed_at, lease, endpoint.timeout),
+                related: None,
             };
+            batch.push((endpoint, claimed));
+        }
+        // The related records of the whole batch, in one lookup its attempts share.
+        let wanted: Vec<Wanted> = batch
+            .iter()
+            .filter_map(|(endpoint, claimed)| {
+                let event = claimed.event.as_ref().ok()?;
+                let names =
+                    related::wanted(&endpoint.templates, &directory.relations, &event.entity);
+                (!names.is_empty()).then(|| Wanted {
+                    delivery_id: claimed.delivery_id,
+                    names,
+                    event: event.clone(),
+                })
+            })
+            .collect();
+        let needs: HashSet<i64> = wanted.iter().map(|w| w.delivery_id).collect();
+        let lookup = BatchLookup::new(self.shared.clone(), directory.clone(), wanted);
+        for (endpoint, mut claimed) in batch {
+            if needs.contains(&claimed.delivery_id) {
+                claimed.related = lookup.clone();
+            }
             let Ok(permit) = self.slots.clone().try_acquire_owned() else {
                 break; // cannot happen: we claimed no more than the free slots
             };
@@ -223,12 +249,11 @@ impl Dispatcher {
                 load.busy
             };
             let shared = self.shared.clone();
-            let directory = directory.clone();
             let done = self.done.clone();
             let in_flight = self.in_flight.clone();
             let freed = self.freed.clone();
             self.tasks.spawn(async move {
-                let completion = attempt::run(&shared, &endpoint, &directory, claimed).await;
+                let completion = attempt::run(&shared, &endpoint, claimed).await;
                 let signal = signal(&completion);
                 shared.unrecorded.add(&completion);
                 let _ = done.send(completion).await;

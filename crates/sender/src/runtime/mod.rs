@@ -12,6 +12,7 @@ mod completer;
 mod deadline;
 mod dispatch;
 mod limit;
+mod lookups;
 mod outcome;
 mod rescuer;
 
@@ -61,6 +62,15 @@ impl Default for SenderOptions {
     }
 }
 
+/// The sender's database connections.
+pub struct Pools {
+    /// Claims, completions, rescues: the relay's own pool.
+    pub relay: Pool,
+    /// Related-record lookups only (read-only queries with a statement timeout), so a slow
+    /// relation query never takes a connection that a claim or a completion needs.
+    pub lookups: Pool,
+}
+
 /// Claims, sends and records deliveries until shut down.
 pub struct Sender {
     shared: Arc<Shared>,
@@ -69,6 +79,9 @@ pub struct Sender {
 /// What the sender's tasks share.
 pub(crate) struct Shared {
     pub pool: Pool,
+    /// Connections for related-record lookups only, so slow relation queries never hold up
+    /// claims and completions.
+    pub lookups: Pool,
     pub directory: Arc<ArcSwap<Directory>>,
     pub transport: Arc<dyn Transport>,
     pub options: SenderOptions,
@@ -89,7 +102,7 @@ impl Sender {
     /// `owner` names this relay in leases (and in the attempt log when its lease expires);
     /// `install_id` comes from `outbox.router` and goes into every `webhook-id`.
     pub fn new(
-        pool: Pool,
+        pools: Pools,
         directory: Arc<ArcSwap<Directory>>,
         transport: Arc<dyn Transport>,
         options: SenderOptions,
@@ -99,7 +112,8 @@ impl Sender {
     ) -> Sender {
         Sender {
             shared: Arc::new(Shared {
-                pool,
+                pool: pools.relay,
+                lookups: pools.lookups,
                 directory,
                 transport,
                 options,
