@@ -157,7 +157,7 @@ pub async fn load_many(
         steps.push(async move { Step::Begun(i, begin.await) }.boxed());
         for (name, query) in plan {
             let rows = client.query_typed(query, &params[i]);
-            steps.push(async move { Step::Answered(i, *name, rows.await) }.boxed());
+            steps.push(async move { Step::Answered(i, name, rows.await) }.boxed());
         }
         let rollback = client.batch_execute("ROLLBACK");
         steps.push(
