@@ -33,8 +33,26 @@ pub const COMPLETED_STATUSES: [&str; 2] = ["succeeded", "dead"];
 /// Status label values of [`QUEUE_DEPTH`].
 pub const QUEUE_STATUSES: [&str; 2] = ["pending", "in_flight"];
 
-/// Registers every series of one webhook at zero, so dashboards see it before its first event.
+/// Webhooks whose series are registered at zero up front. Beyond this many, a webhook's series
+/// appear as they are first used: each webhook has ~50 series (two histograms), so 10,000 of
+/// them would make half a million zeros, tens of megabytes per scrape and of relay memory.
+pub const EAGER_WEBHOOKS: usize = 1000;
+
+/// Webhooks registered up front so far.
+static EAGER: std::sync::Mutex<Option<std::collections::HashSet<String>>> =
+    std::sync::Mutex::new(None);
+
+/// Registers every series of one webhook at zero, so dashboards see it before its first event
+/// (for the first [`EAGER_WEBHOOKS`] webhooks loaded; beyond, series appear when first used).
 pub fn register_webhook(webhook: &str) {
+    {
+        let mut eager = EAGER.lock().unwrap_or_else(|p| p.into_inner());
+        let eager = eager.get_or_insert_with(Default::default);
+        if eager.contains(webhook) || eager.len() >= EAGER_WEBHOOKS {
+            return;
+        }
+        eager.insert(webhook.to_string());
+    }
     let name = webhook.to_string();
     counter!(DELIVERIES_CREATED, "webhook" => name.clone()).increment(0);
     for outcome in OUTCOMES {
