@@ -1046,3 +1046,50 @@ async fn the_relay_speaks_tls_to_postgres_when_the_url_asks_for_it() {
     );
     assert!(connections.iter().all(|(_, ssl)| *ssl), "{connections:?}");
 }
+
+#[tokio::test]
+async fn beyond_a_thousand_webhooks_their_series_appear_when_first_used() {
+    let db = TestDb::new().await;
+    let receiver = TestReceiver::start().await;
+    let mut file = String::new();
+    for i in 0..1010 {
+        file.push_str(&format!(
+            "[[webhook]]\nname = \"tenant{i:04}\"\nevents = [\"tenant{i}.*\"]\nurl = \"{}\"\n\n",
+            receiver.url("/")
+        ));
+    }
+    apply(&db, &file).await;
+    let (relay, addr) = spawn_relay(&db, &[]).await;
+    let _relay = relay;
+    let metrics_url = format!("http://{addr}/metrics");
+    let created = |m: &BTreeMap<String, f64>, name: &str| {
+        m.get(&format!(
+            "outbox_deliveries_created_total{{webhook=\"{name}\"}}"
+        ))
+        .copied()
+    };
+    let m = parse_metrics(&http("GET", &metrics_url, None).await.1);
+    assert_eq!(created(&m, "tenant0000"), Some(0.0));
+    assert_eq!(created(&m, "tenant0999"), Some(0.0));
+    assert_eq!(
+        created(&m, "tenant1009"),
+        None,
+        "registered up front beyond the first 1,000"
+    );
+    let client = db.connect().await;
+    emit(
+        &client,
+        "tenant1009.created",
+        "t",
+        "1",
+        serde_json::json!({}),
+    )
+    .await;
+    receiver.wait_for(1, SOON).await;
+    let m = wait_until(SOON, "the series of the used webhook", || async {
+        let m = parse_metrics(&http("GET", &metrics_url, None).await.1);
+        created(&m, "tenant1009").is_some().then_some(m)
+    })
+    .await;
+    assert_eq!(created(&m, "tenant1009"), Some(1.0));
+}
