@@ -644,10 +644,7 @@ async fn upgrading_from_schema_1_keeps_events_and_rules() {
         .unwrap();
 
     let applied = outbox_core::migrate(&mut client).await.unwrap();
-    assert_eq!(
-        applied,
-        (2..=outbox_core::SCHEMA_VERSION).collect::<Vec<_>>()
-    );
+    assert_eq!(applied, migrations_after(1));
 
     let row = client
         .query_one(
@@ -732,10 +729,7 @@ async fn upgrading_from_schema_2_lets_producers_go_on_capturing_in_order() {
         .unwrap();
 
     let applied = outbox_core::migrate(&mut client).await.unwrap();
-    assert_eq!(
-        applied,
-        (3..=outbox_core::SCHEMA_VERSION).collect::<Vec<_>>()
-    );
+    assert_eq!(applied, migrations_after(2));
 
     // The role that could insert events can still capture them, and emit between captures.
     let produced = client
@@ -876,4 +870,13 @@ pub async fn producer_role_privileges(capture: Capture) {
         .unwrap();
     assert_eq!(outcomes, [Ok(()), Ok(())]);
     assert_eq!(events, 4);
+}
+
+/// The versions of the migrations after `version` (numbers may have gaps).
+fn migrations_after(version: i32) -> Vec<i32> {
+    outbox_core::sql::MIGRATIONS
+        .iter()
+        .map(|(v, _, _)| *v)
+        .filter(|v| *v > version)
+        .collect()
 }

@@ -17,6 +17,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "captured events",
         include_str!("../../../sql/migrations/003_captured_events.sql"),
     ),
+    (
+        6,
+        "retention indexes",
+        include_str!("../../../sql/migrations/006_retention.sql"),
+    ),
 ];
 
 pub const ROUTE_LOCK: &str = include_str!("../../../sql/queries/route_lock.sql");
