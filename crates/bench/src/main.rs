@@ -39,7 +39,7 @@ pub struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "throughput,latency,backlog,producer,scaleout,soak"
+        default_value = "throughput,latency,backlog,producer,scaleout,soak,retention,retention-hotpath"
     )]
     pub scenarios: Vec<String>,
     /// Tiny sizes, for CI: proves the benchmark runs, measures nothing meaningful.
@@ -75,6 +75,15 @@ pub struct Args {
     /// Duration of the soak run, in seconds.
     #[arg(long, default_value_t = 300)]
     pub soak_seconds: u64,
+    /// Sizes of the delivery logs (finished deliveries) retention is measured on.
+    #[arg(long, value_delimiter = ',', default_value = "10000,10000000")]
+    pub retention_logs: Vec<u64>,
+    /// Events of each log that have expired (at most half of it; the oldest).
+    #[arg(long, default_value_t = 500_000)]
+    pub retention_expired: u64,
+    /// Rounds of the hot-path comparison with and without retention's indexes (each runs both).
+    #[arg(long, default_value_t = 5)]
+    pub hotpath_rounds: usize,
     /// Relay `concurrency`.
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
@@ -113,6 +122,9 @@ fn main() {
         args.pgbench_rounds = 1;
         args.soak_seconds = 4;
         args.soak_rate = 500;
+        args.retention_logs = vec![1000, 4000];
+        args.retention_expired = 1000;
+        args.hotpath_rounds = 1;
     }
     match runtime.block_on(scenarios::run_all(&args)) {
         Ok(()) => {}
