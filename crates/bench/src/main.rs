@@ -78,9 +78,13 @@ pub struct Args {
     /// Sizes of the delivery logs (finished deliveries) retention is measured on.
     #[arg(long, value_delimiter = ',', default_value = "10000,10000000")]
     pub retention_logs: Vec<u64>,
-    /// Events of each log that have expired (at most half of it; the oldest).
-    #[arg(long, default_value_t = 500_000)]
-    pub retention_expired: u64,
+    /// Rounds of the retention comparison: each round, a pass on every log deletes the next
+    /// `--retention-slice` events' worth of expired history.
+    #[arg(long, default_value_t = 9)]
+    pub retention_rounds: usize,
+    /// Expired events (with their deliveries and attempts) one pass deletes.
+    #[arg(long, default_value_t = 5000)]
+    pub retention_slice: u64,
     /// Rounds of the hot-path comparison with and without retention's indexes (each runs both).
     #[arg(long, default_value_t = 5)]
     pub hotpath_rounds: usize,
@@ -123,7 +127,8 @@ fn main() {
         args.soak_seconds = 4;
         args.soak_rate = 500;
         args.retention_logs = vec![1000, 4000];
-        args.retention_expired = 1000;
+        args.retention_rounds = 2;
+        args.retention_slice = 400;
         args.hotpath_rounds = 1;
     }
     match runtime.block_on(scenarios::run_all(&args)) {

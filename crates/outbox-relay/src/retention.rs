@@ -81,7 +81,17 @@ impl Retention {
             .await?
             .try_get(0)?;
         drop(client);
+        self.pass_before(pool, cutoff, stop).await
+    }
 
+    /// [`Retention::pass`] with an explicit cutoff: what finished (deliveries) or was created
+    /// (events) before `cutoff` has expired. Later cutoffs must not go back in time.
+    pub async fn pass_before(
+        &mut self,
+        pool: &Pool,
+        cutoff: DateTime<Utc>,
+        stop: &CancellationToken,
+    ) -> Result<Option<Pass>, outbox_core::Error> {
         let mut pass = Pass::default();
         loop {
             if stop.is_cancelled() {

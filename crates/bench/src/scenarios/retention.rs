@@ -1,26 +1,27 @@
 //! The retention scenarios.
 //!
-//! - `retention`: a history of finished deliveries (10,000 and 10,000,000 by default) built with
-//!   bulk SQL, its oldest part expired; then retention's passes as a relay runs them, timed: the
-//!   cost per deleted delivery and per batch on each, a second pass of the same relay (nothing left
-//!   to do), and the first pass of a relay that starts anew (walks the kept events once).
-//! - `retention-hotpath`: what retention's indexes cost the hot path. Paired throughput runs with
-//!   this schema's indexes on `outbox.deliveries_done` and with the set before them, in rounds with
-//!   the order rotating; each round's ratio is taken, the median round reported.
+//! - `retention`: histories of finished deliveries (10,000 and 10,000,000 by default) built with
+//!   bulk SQL, their oldest part expired. In each round, one relay's retention pass on every log
+//!   deletes the next `--retention-slice` expired events with their deliveries and attempts: on a
+//!   log large enough, the next slice of the same history (the relay remembers where it got to, as
+//!   it does from one minute to the next); on a small one, a log built anew. Rounds interleave the
+//!   logs so that both see the same machine; the median round is reported. Then, per log, a pass
+//!   with nothing left to do and the first pass of a relay that starts anew.
+//! - `retention-hotpath`: what retention's indexes cost the hot path: the insert that moves a
+//!   finished delivery, with and without them, interleaved; then paired throughput runs, in rounds
+//!   with the order rotating, the median round reported.
 
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use outbox_relay::retention::{Pass, Retention};
 use tokio_util::sync::CancellationToken;
 
 use super::{Bench, Row, connect, verdict};
 use crate::procs::machine_busy_seconds;
 
-/// What retention keeps: finished deliveries younger than this.
-const RETENTION: Duration = Duration::from_secs(7 * 86400);
-
-/// Events `$1..=$2`. The first `$3` are a month old; the others two days old (younger than the
-/// retention). Ids and times grow together, as in a real history.
+/// Events `$1..=$2`. The first `$3` are a month old, one millisecond apart; the others two days
+/// old. Ids and times grow together, as in a real history.
 const BUILD_EVENTS: &str =
     "INSERT INTO outbox.events (event_type, entity, entity_id, data, created_at)
     SELECT 'bench.created', 'bench', i::text, jsonb_build_object('seq', i),
@@ -29,13 +30,13 @@ const BUILD_EVENTS: &str =
     FROM generate_series($1::bigint, $2::bigint) i";
 
 /// The finished deliveries of events `$1..=$2`: one per event but for every tenth (routed to no
-/// webhook), finished a second after the event; one in a hundred dead, the others succeeded.
+/// webhook), finished a millisecond after the event; one in a hundred dead, the others succeeded.
 const BUILD_DELIVERIES: &str = "INSERT INTO outbox.deliveries_done (id, webhook_id, webhook, event_id,
         event_type, entity, entity_id, status, attempts, priority, coalesced, created_at, updated_at,
         last_status)
     SELECT e.id, 1, 'bench', e.id, e.event_type, e.entity, e.entity_id,
            CASE WHEN e.id % 100 = 1 THEN 'dead' ELSE 'succeeded' END, 1, 0, 0,
-           e.created_at, e.created_at + interval '1 s', CASE WHEN e.id % 100 = 1 THEN 500 ELSE 204 END
+           e.created_at, e.created_at + interval '1 ms', CASE WHEN e.id % 100 = 1 THEN 500 ELSE 204 END
     FROM outbox.events e WHERE e.id BETWEEN $1 AND $2 AND e.id % 10 <> 0";
 
 /// One attempt per finished delivery of `$1..=$2`.
@@ -69,67 +70,172 @@ impl Timed {
             p.events_examined
         )
     }
+
+    fn us_per_delivery(&self) -> f64 {
+        self.seconds / self.pass.purged.deliveries.max(1) as f64 * 1e6
+    }
+
+    fn ms_per_batch(&self) -> f64 {
+        self.seconds / self.pass.batches.max(1) as f64 * 1e3
+    }
+}
+
+/// One history retention is measured on.
+struct Log {
+    size: u64,
+    /// Whether it holds every round's slice (else it is built anew for each round).
+    sliced: bool,
+    pool: deadpool_postgres::Pool,
+    client: tokio_postgres::Client,
+    relay: Retention,
+    /// The last cutoff passed.
+    cutoff: Option<DateTime<Utc>>,
+    rounds: Vec<Timed>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 impl Bench<'_> {
     pub(super) async fn retention(&mut self) -> anyhow::Result<()> {
         let args = self.args;
-        let mut per_row = Vec::new();
+        let (rounds, slice) = (args.retention_rounds.max(1), args.retention_slice.max(1));
+        let mut logs = Vec::new();
         for &size in &args.retention_logs {
-            let expired = args.retention_expired.min(size / 2);
-            let url = self.fresh_db("outbox_bench_retention").await?;
-            let built = Instant::now();
-            self.build_history(&url, size, expired).await?;
-            let client = connect(&url).await?;
+            let sliced = size / 2 >= rounds as u64 * slice;
+            anyhow::ensure!(
+                size / 2 >= slice,
+                "a retention log of {size} is too small for slices of {slice} expired events"
+            );
+            logs.push(
+                self.retention_log(size, sliced, rounds as u64, slice)
+                    .await?,
+            );
+        }
+        for round in 0..rounds {
+            for log in &mut logs {
+                if !log.sliced && round > 0 {
+                    *log = self.retention_log(log.size, false, 1, slice).await?;
+                }
+                let k = if log.sliced { round as u64 + 1 } else { 1 };
+                // Everything up to the k-th slice's last event has expired (its delivery finished
+                // a millisecond after it).
+                let cutoff: DateTime<Utc> = log
+                    .client
+                    .query_one(
+                        "SELECT created_at + interval '1.5 ms' FROM outbox.events WHERE id = $1",
+                        &[&((k * slice) as i64)],
+                    )
+                    .await?
+                    .get(0);
+                let timed = timed_pass(&mut log.relay, &log.pool, cutoff).await?;
+                println!(
+                    "round {}: log of {}: {} = {:.1} µs per deleted delivery, {:.1} ms per batch",
+                    round + 1,
+                    log.size,
+                    timed.describe(),
+                    timed.us_per_delivery(),
+                    timed.ms_per_batch()
+                );
+                log.cutoff = Some(cutoff);
+                log.rounds.push(timed);
+            }
+        }
+        for log in &mut logs {
+            let cutoff = log.cutoff.unwrap_or_else(Utc::now);
+            let idle = timed_pass(&mut log.relay, &log.pool, cutoff).await?;
+            let restarted = timed_pass(&mut Retention::new(), &log.pool, cutoff).await?;
+            let us = median(log.rounds.iter().map(Timed::us_per_delivery).collect());
+            let ms = median(log.rounds.iter().map(Timed::ms_per_batch).collect());
+            println!(
+                "log of {}: median of {rounds} rounds {us:.1} µs per deleted delivery, {ms:.1} ms per batch; \
+                 next pass of the same relay: {}; first pass of a relay started anew: {}; {}",
+                log.size,
+                idle.describe(),
+                restarted.describe(),
+                counts(&log.client).await?
+            );
+            self.rows.push(Row {
+                what: format!(
+                    "retention, log of {}: per deleted delivery / per batch",
+                    log.size
+                ),
+                target: "same for 10k and 10M".into(),
+                measured: format!("{us:.1} µs / {ms:.1} ms"),
+                verdict: "-",
+            });
+            self.rows.push(Row {
+                what: format!(
+                    "retention, log of {}: pass with nothing to do / a new relay's first",
+                    log.size
+                ),
+                target: "(reported)".into(),
+                measured: format!(
+                    "{:.1} ms / {:.1} ms",
+                    idle.seconds * 1e3,
+                    restarted.seconds * 1e3
+                ),
+                verdict: "-",
+            });
+        }
+        if let (Some(small), Some(large)) = (logs.first(), logs.last())
+            && logs.len() >= 2
+        {
+            let ratio = median(
+                small
+                    .rounds
+                    .iter()
+                    .zip(&large.rounds)
+                    .map(|(s, l)| l.us_per_delivery() / s.us_per_delivery())
+                    .collect(),
+            );
+            println!(
+                "retention: cost per deleted delivery, log of {} / log of {}: {ratio:.2} (median round)",
+                large.size, small.size
+            );
+            self.rows.push(Row {
+                what: "retention: cost per deleted delivery, largest log / smallest".into(),
+                target: "≈ 1 (no growth with the history)".into(),
+                measured: format!("{ratio:.2}"),
+                verdict: verdict(ratio <= 1.25),
+            });
+        }
+        Ok(())
+    }
+
+    /// A fresh database holding a log of `size` events, the first `rounds * slice` expired.
+    async fn retention_log(
+        &self,
+        size: u64,
+        sliced: bool,
+        rounds: u64,
+        slice: u64,
+    ) -> anyhow::Result<Log> {
+        let expired = rounds * slice;
+        let url = self
+            .fresh_db(&format!("outbox_bench_retention_{size}"))
+            .await?;
+        let built = Instant::now();
+        self.build_history(&url, size, expired).await?;
+        let client = connect(&url).await?;
+        if sliced || size >= 1_000_000 {
             println!(
                 "retention, log of {size}: built in {:.0}s ({expired} events expired); {}",
                 built.elapsed().as_secs_f64(),
                 counts(&client).await?
             );
-
-            let pool = outbox_core::db::pool(&url, 2).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let mut relay = Retention::new();
-            let first = timed_pass(&mut relay, &pool).await?;
-            let second = timed_pass(&mut relay, &pool).await?;
-            let restarted = timed_pass(&mut Retention::new(), &pool).await?;
-            let deleted = first.pass.purged.deliveries.max(1);
-            let us_per_row = first.seconds / deleted as f64 * 1e6;
-            let ms_per_batch = first.seconds / first.pass.batches.max(1) as f64 * 1e3;
-            println!("  first pass: {}", first.describe());
-            println!(
-                "  = {us_per_row:.1} µs per deleted delivery (with its attempt and, for most, its event), \
-                 {ms_per_batch:.1} ms per batch"
-            );
-            println!("  next pass of the same relay: {}", second.describe());
-            println!(
-                "  first pass of a relay started anew: {}",
-                restarted.describe()
-            );
-            println!("  afterwards: {}", counts(&client).await?);
-            self.rows.push(Row {
-                what: format!("retention, log of {size}: cost per deleted delivery / per batch"),
-                target: "same for 10k and 10M".into(),
-                measured: format!("{us_per_row:.1} µs / {ms_per_batch:.1} ms"),
-                verdict: "-",
-            });
-            self.rows.push(Row {
-                what: format!("retention, log of {size}: a pass with nothing to delete"),
-                target: "(reported)".into(),
-                measured: format!("{:.1} ms", second.seconds * 1e3),
-                verdict: "-",
-            });
-            per_row.push(us_per_row);
         }
-        if per_row.len() >= 2 {
-            let ratio = per_row[per_row.len() - 1] / per_row[0];
-            self.rows.push(Row {
-                what: "retention: cost per deleted row, largest log / smallest".into(),
-                target: "≈ 1 (no growth with the history)".into(),
-                measured: format!("{ratio:.2}"),
-                verdict: verdict(ratio <= 1.5),
-            });
-        }
-        Ok(())
+        Ok(Log {
+            size,
+            sliced,
+            pool: outbox_core::db::pool(&url, 2).map_err(|e| anyhow::anyhow!("{e}"))?,
+            client,
+            relay: Retention::new(),
+            cutoff: None,
+            rounds: Vec::new(),
+        })
     }
 
     /// `size` events with their finished deliveries and attempts, the first `expired` a month old,
@@ -326,10 +432,11 @@ impl Bench<'_> {
 async fn timed_pass(
     state: &mut Retention,
     pool: &deadpool_postgres::Pool,
+    cutoff: DateTime<Utc>,
 ) -> anyhow::Result<Timed> {
     let t0 = Instant::now();
     let pass = state
-        .pass(pool, RETENTION, &CancellationToken::new())
+        .pass_before(pool, cutoff, &CancellationToken::new())
         .await
         .map_err(|e| anyhow::anyhow!("retention pass: {e}"))?
         .ok_or_else(|| anyhow::anyhow!("retention pass: another relay holds the lock"))?;
