@@ -39,7 +39,7 @@ pub struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "throughput,latency,backlog,producer,scaleout,soak"
+        default_value = "throughput,latency,backlog,producer,scaleout,soak,retention,retention-hotpath"
     )]
     pub scenarios: Vec<String>,
     /// Tiny sizes, for CI: proves the benchmark runs, measures nothing meaningful.
@@ -75,6 +75,19 @@ pub struct Args {
     /// Duration of the soak run, in seconds.
     #[arg(long, default_value_t = 300)]
     pub soak_seconds: u64,
+    /// Sizes of the delivery logs (finished deliveries) retention is measured on.
+    #[arg(long, value_delimiter = ',', default_value = "10000,10000000")]
+    pub retention_logs: Vec<u64>,
+    /// Rounds of the retention comparison: each round, a pass on every log deletes the next
+    /// `--retention-slice` events' worth of expired history.
+    #[arg(long, default_value_t = 9)]
+    pub retention_rounds: usize,
+    /// Expired events (with their deliveries and attempts) one pass deletes.
+    #[arg(long, default_value_t = 5000)]
+    pub retention_slice: u64,
+    /// Rounds of the hot-path comparison with and without retention's indexes (each runs both).
+    #[arg(long, default_value_t = 5)]
+    pub hotpath_rounds: usize,
     /// Relay `concurrency`.
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
@@ -113,6 +126,10 @@ fn main() {
         args.pgbench_rounds = 1;
         args.soak_seconds = 4;
         args.soak_rate = 500;
+        args.retention_logs = vec![1000, 4000];
+        args.retention_rounds = 2;
+        args.retention_slice = 400;
+        args.hotpath_rounds = 1;
     }
     match runtime.block_on(scenarios::run_all(&args)) {
         Ok(()) => {}

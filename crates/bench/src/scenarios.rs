@@ -1,5 +1,7 @@
 //! The benchmark scenarios and the report.
 
+mod retention;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -107,8 +109,10 @@ impl Bench<'_> {
                 "producer" => self.producer().await?,
                 "scaleout" => self.scaleout().await?,
                 "soak" => self.soak().await?,
+                "retention" => self.retention().await?,
+                "retention-hotpath" => self.retention_hotpath().await?,
                 other => bail!(
-                    "unknown scenario {other:?}; use throughput, latency, backlog, producer, scaleout, soak"
+                    "unknown scenario {other:?}; use throughput, latency, backlog, producer, scaleout, soak, retention, retention-hotpath"
                 ),
             }
         }

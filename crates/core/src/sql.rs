@@ -27,6 +27,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "capture sink",
         include_str!("../../../sql/migrations/005_capture_sink.sql"),
     ),
+    (
+        6,
+        "retention indexes",
+        include_str!("../../../sql/migrations/006_retention.sql"),
+    ),
 ];
 
 pub const ROUTE_LOCK: &str = include_str!("../../../sql/queries/route_lock.sql");
