@@ -6,6 +6,7 @@
 //! deadlines and never assert timings, except where a delay is the promise itself (Retry-After),
 //! and then with a loose tolerance.
 
+mod admin;
 mod capture_privileges;
 mod cli_contract;
 mod config;

@@ -21,9 +21,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::commands::{deliveries, test_cmd, webhooks};
-use crate::error::Failure;
-use crate::http::AppState;
+use outbox_admin::{AdminError, ErrorKind, deliveries, preview, webhooks};
+
+use crate::auth::{bearer_token, token_matches};
+use crate::state::AppState;
 
 pub fn routes(state: AppState) -> Router<AppState> {
     let api = Router::new()
@@ -66,29 +67,38 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<Failure> for ApiError {
-    fn from(f: Failure) -> Self {
-        let status = if f.code == 2 {
-            StatusCode::BAD_REQUEST
-        } else {
-            StatusCode::INTERNAL_SERVER_ERROR
+/// An admin action's error as the API answers it: the status from its kind, the message with the
+/// hint an API user needs.
+impl From<AdminError> for ApiError {
+    fn from(e: AdminError) -> Self {
+        let status = match e.kind() {
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Failed => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        ApiError::new(status, f.message)
-    }
-}
-
-impl From<outbox_core::Error> for ApiError {
-    fn from(e: outbox_core::Error) -> Self {
-        Failure::from(e).into()
+        let message = match &e {
+            AdminError::NoWebhook { name } => {
+                format!("no webhook named {name:?}; GET /api/webhooks lists them")
+            }
+            AdminError::InFlight { ids } if ids.len() == 1 => format!(
+                "delivery {} is being attempted right now; retry it after the attempt finishes",
+                ids[0]
+            ),
+            AdminError::WebhookDeleted { deliveries } if deliveries.len() == 1 => format!(
+                "delivery {} cannot be re-queued because its webhook {:?} was deleted",
+                deliveries[0].0, deliveries[0].1
+            ),
+            _ => e.to_string(),
+        };
+        ApiError::new(status, message)
     }
 }
 
 impl From<deadpool_postgres::PoolError> for ApiError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("database unavailable: {}", outbox_core::Error::from(e)),
-        )
+        AdminError::from(e).into()
     }
 }
 
@@ -118,31 +128,9 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
     next.run(request).await
 }
 
-/// The token of an `Authorization: Bearer <token>` header; the scheme is case-insensitive
-/// (RFC 9110), so `bearer` and `BEARER` work too.
-fn bearer_token(header: &str) -> Option<&str> {
-    let (scheme, token) = header.trim().split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
-
-/// Whether the presented token is the admin token, in time that depends on neither: both are
-/// hashed to 32 bytes first (so their lengths do not matter) and every byte of the digests is
-/// compared, without an early return.
-fn token_matches(presented: &str, expected: &str) -> bool {
-    use sha2::{Digest, Sha256};
-    let a = Sha256::digest(presented.as_bytes());
-    let b = Sha256::digest(expected.as_bytes());
-    let difference = a
-        .iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(difference) == 0
-}
-
 async fn list_webhooks(State(state): State<AppState>) -> ApiResult<Vec<serde_json::Value>> {
     let client = state.pool.get().await?;
-    let shown = webhooks::load(&client, None).await?;
+    let shown = webhooks::list(pg(&client)).await?;
     Ok(Json(shown.iter().map(webhooks::Shown::to_json).collect()))
 }
 
@@ -170,24 +158,16 @@ async fn list_deliveries(
         )
     })?;
     let client = state.pool.get().await?;
-    let found = deliveries::query(
-        &client,
-        q.status.as_deref().filter(|s| !s.is_empty()),
-        q.webhook.as_deref().filter(|s| !s.is_empty()),
-        q.entity.as_deref().filter(|s| !s.is_empty()),
-        q.entity_id.as_deref().filter(|s| !s.is_empty()),
-        q.limit.unwrap_or(50),
-    )
-    .await
-    .map_err(|f| match f.code {
-        // The shared validation speaks of the CLI flag.
-        2 => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            f.message.replace("--limit", "limit"),
-        ),
-        _ => f.into(),
-    })?;
-    Ok(Json(found))
+    let given = |v: Option<String>| v.filter(|s| !s.is_empty());
+    let filter = deliveries::Filter {
+        status: given(q.status),
+        webhook: given(q.webhook),
+        entity: given(q.entity),
+        entity_id: given(q.entity_id),
+        ..Default::default()
+    };
+    let page = deliveries::list(pg(&client), &filter, None, q.limit.unwrap_or(50)).await?;
+    Ok(Json(page.deliveries))
 }
 
 fn delivery_id(text: &str) -> Result<i64, ApiError> {
@@ -207,13 +187,7 @@ async fn show_delivery(
 ) -> ApiResult<deliveries::DeliveryDetail> {
     let id = delivery_id(&id)?;
     let client = state.pool.get().await?;
-    match deliveries::fetch(&client, id).await? {
-        Some(detail) => Ok(Json(detail)),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no delivery with id {id}"),
-        )),
-    }
+    Ok(Json(deliveries::show(pg(&client), id).await?))
 }
 
 async fn retry_delivery(
@@ -222,27 +196,12 @@ async fn retry_delivery(
 ) -> ApiResult<serde_json::Value> {
     let id = delivery_id(&id)?;
     let client = state.pool.get().await?;
-    if deliveries::requeue(&client, &[id]).await?.contains(&id) {
-        tracing::info!(delivery = id, "delivery re-queued through the admin API");
-        return Ok(Json(json!({ "id": id, "requeued": true })));
+    let retried = deliveries::retry(pg(&client), &[id]).await?;
+    if !retried.requeued.contains(&id) {
+        return Err(AdminError::InFlight { ids: vec![id] }.into());
     }
-    // Say why not.
-    let Some(deliveries::DeliveryDetail { delivery, .. }) = deliveries::fetch(&client, id).await?
-    else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no delivery with id {id}"),
-        ));
-    };
-    let reason = if delivery.status == "in_flight" {
-        format!("delivery {id} is being attempted right now; retry it after the attempt finishes")
-    } else {
-        format!(
-            "delivery {id} cannot be re-queued because its webhook {:?} was deleted",
-            delivery.webhook
-        )
-    };
-    Err(ApiError::new(StatusCode::CONFLICT, reason))
+    tracing::info!(delivery = id, "delivery re-queued through the admin API");
+    Ok(Json(json!({ "id": id, "requeued": true })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -269,28 +228,14 @@ async fn test_webhook(
         )
     })?;
     let mut client = state.pool.get().await?;
-    if webhooks::load(&client, Some(&name)).await?.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no webhook named {name:?}; GET /api/webhooks lists them"),
-        ));
-    }
-    let wanted = test_cmd::PreviewRequest {
+    let wanted = preview::PreviewRequest {
         webhook: name,
         entity: request.entity,
         id: request.id,
         send: request.send,
     };
     // Renders exactly as the sender would (and with `send`, sends once); writes nothing.
-    let preview = test_cmd::preview(&mut client, &wanted, Some(&state.transport))
-        .await
-        .map_err(|f| {
-            if f.code == 2 && f.message.contains("no event") {
-                ApiError::new(StatusCode::NOT_FOUND, f.message)
-            } else {
-                ApiError::from(f)
-            }
-        })?;
+    let preview = preview::preview(&mut client, &wanted, Some(&state.transport)).await?;
     serde_json::to_value(&preview).map(Json).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -299,31 +244,7 @@ async fn test_webhook(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::{bearer_token, token_matches};
-
-    #[test]
-    fn the_bearer_scheme_is_case_insensitive() {
-        for header in ["Bearer t0k", "bearer t0k", "BEARER t0k", "  Bearer   t0k  "] {
-            assert_eq!(bearer_token(header), Some("t0k"), "{header:?}");
-        }
-        for header in ["Basic t0k", "Bearer", "Bearer ", "t0k", "Bearert0k"] {
-            assert_eq!(bearer_token(header), None, "{header:?}");
-        }
-    }
-
-    #[test]
-    fn tokens_match_only_when_equal_whatever_their_lengths() {
-        assert!(token_matches("s3cret", "s3cret"));
-        for other in [
-            "s3cre",
-            "s3cret!",
-            "S3cret",
-            "",
-            "a much longer token than the real one",
-        ] {
-            assert!(!token_matches(other, "s3cret"), "{other:?}");
-        }
-    }
+/// The connection of a pooled client.
+fn pg(client: &deadpool_postgres::Object) -> &tokio_postgres::Client {
+    client
 }

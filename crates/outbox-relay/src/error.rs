@@ -56,3 +56,39 @@ impl From<deadpool_postgres::PoolError> for Failure {
 }
 
 pub type Result<T, E = Failure> = std::result::Result<T, E>;
+
+impl From<outbox_catalog::CatalogError> for Failure {
+    fn from(e: outbox_catalog::CatalogError) -> Self {
+        Failure::runtime(e.to_string())
+    }
+}
+
+/// An admin action's error as a command reports it: what was asked for that is wrong or missing
+/// is bad input (exit 2), anything that failed on the way a runtime failure (exit 1); messages
+/// gain the hint a command-line user needs.
+impl From<outbox_admin::AdminError> for Failure {
+    fn from(e: outbox_admin::AdminError) -> Self {
+        use outbox_admin::{AdminError, ErrorKind};
+        let message = match &e {
+            AdminError::NoWebhook { .. } | AdminError::NoWebhooks { .. } => {
+                format!("{e}; `outbox-relay webhooks list` shows them all")
+            }
+            AdminError::NoDeliveries { .. } => {
+                format!("{e}; nothing was re-queued (`outbox-relay deliveries list` shows the ids)")
+            }
+            AdminError::WebhookDeleted { .. } => format!("{e}; nothing was re-queued"),
+            AdminError::InvalidWebhook { .. } => format!("{e}; fix it and apply it again"),
+            // Options are named as the command's flags.
+            AdminError::BadInput { field, message } if message.starts_with(field) => {
+                format!("--{message}")
+            }
+            _ => e.to_string(),
+        };
+        match e.kind() {
+            ErrorKind::NotFound | ErrorKind::Invalid | ErrorKind::Conflict => {
+                Failure::invalid(message)
+            }
+            ErrorKind::Unavailable | ErrorKind::Failed => Failure::runtime(message),
+        }
+    }
+}

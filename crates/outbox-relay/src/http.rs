@@ -1,31 +1,17 @@
 //! The relay's HTTP endpoint: `/metrics`, `/healthz`, `/readyz` and the admin API under `/api`.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use deadpool_postgres::Pool;
-use metrics_exporter_prometheus::PrometheusHandle;
+use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Failure;
 use crate::health::Readiness;
-
-#[derive(Clone)]
-pub struct AppState {
-    pub pool: Pool,
-    pub metrics: PrometheusHandle,
-    pub admin_token: Option<Arc<str>>,
-    /// Sends the one-off requests of `POST /api/webhooks/{name}/test` with `send`.
-    pub transport: outbox_sender::HttpTransport,
-    /// What the relay's tasks report for `/readyz`.
-    pub health: Arc<crate::health::Health>,
-}
+use crate::state::AppState;
 
 /// Binds the endpoint. Without `OUTBOX_ADMIN_TOKEN` only loopback addresses are allowed, since the
 /// admin API would otherwise be open to the network.

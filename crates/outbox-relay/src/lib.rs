@@ -3,9 +3,10 @@
 //!
 //! The crates do the work; this crate only connects them:
 //!
-//! - [`catalog`] loads `outbox.webhooks`/`outbox.relations`, validates and compiles them with the
-//!   matcher (patterns, CEL), renderer (templates) and sender (signing, timing), and swaps the
-//!   result in live;
+//! - [`catalog`] (the `outbox-catalog` crate) loads `outbox.webhooks`/`outbox.relations`,
+//!   validates and compiles them, and swaps the result in live;
+//! - every operator action (list, show, retry, test, ...) is a function of the `outbox-admin`
+//!   crate; the commands, the admin API and the console are thin faces over it;
 //! - [`relay`] runs the listener, the router, the sender and the HTTP endpoint;
 //! - [`commands`] holds one module per command group (`apply`, `webhooks`, `export`, `deliveries`,
 //!   `test`, `fields`, `demo`);
@@ -17,7 +18,8 @@
 //! [`config::RelayConfig`].
 
 pub mod api;
-pub mod catalog;
+pub mod auth;
+pub use outbox_catalog as catalog;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -29,6 +31,7 @@ pub mod receiver;
 pub mod relay;
 pub mod retention;
 pub mod sampler;
+pub mod state;
 pub mod telemetry;
 pub mod verify;
 

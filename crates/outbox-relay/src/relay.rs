@@ -134,7 +134,7 @@ impl Relay {
             )),
             tokio::spawn(http::serve(
                 listener,
-                http::AppState {
+                crate::state::AppState {
                     pool: pool.clone(),
                     metrics,
                     admin_token: admin_token.map(Into::into),

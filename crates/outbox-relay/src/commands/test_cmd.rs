@@ -1,334 +1,32 @@
 //! `outbox-relay test WEBHOOK --entity MODEL --id ID [--send]`: the request a webhook would send
 //! for the latest event of one record, rendered exactly as the sender renders it; with `--send`,
-//! sent once. Nothing is written to the queue.
-//!
-//! The work is [`preview`], which the admin API's `POST /api/webhooks/{name}/test` shares.
+//! sent once. Nothing is written to the queue. The work is [`outbox_admin::preview`], which the
+//! admin API and the console share.
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use outbox_admin::preview::{self, Preview};
+use outbox_sender::{HttpTransport, NetworkPolicy};
 
-use chrono::{DateTime, Utc};
-use outbox_core::redact::{is_sensitive, redact_url};
-use outbox_core::{Event, sql};
-use outbox_matcher::Pattern;
-use outbox_sender::{HttpTransport, NetworkPolicy, OutboundRequest, Signer, related};
-use serde::Serialize;
+pub use outbox_admin::preview::PreviewRequest;
 
-use crate::catalog::{self, WEBHOOK_COLUMNS, webhook_row};
 use crate::error::Failure;
 use crate::output;
-
-/// How long relation queries of a test may run (the relay's default).
-pub const RELATION_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// What to preview.
-#[derive(Debug, Clone)]
-pub struct PreviewRequest {
-    pub webhook: String,
-    pub entity: String,
-    pub id: String,
-    /// Also send the request once (signature and auth included).
-    pub send: bool,
-}
-
-/// A rendered (and possibly sent) test request. Secrets are redacted in `request`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Preview {
-    pub webhook: String,
-    /// Whether the webhook is active (an inactive one queues without sending).
-    pub active: bool,
-    pub event: EventRef,
-    /// Whether the webhook's filter accepts this event (`null` when it has no filter). The relay
-    /// would not send an event the filter rejects; `test` renders it anyway.
-    pub filter_matches: Option<bool>,
-    /// The filter's evaluation error, if any (counted as no match by the relay).
-    pub filter_error: Option<String>,
-    /// Relations loaded for the templates.
-    pub related: Vec<String>,
-    pub request: ShownRequest,
-    /// The receiver's answer, with `send`.
-    pub response: Option<ShownResponse>,
-    /// Why sending failed (timeout, connection, refused by the network policy), with `send`.
-    pub send_error: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct EventRef {
-    pub id: i64,
-    #[serde(rename = "type")]
-    pub event_type: String,
-    pub entity: String,
-    pub entity_id: String,
-    pub created_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Header {
-    pub name: String,
-    pub value: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ShownRequest {
-    pub method: String,
-    /// The URL, with any password and secret-looking query values as `***`.
-    pub url: String,
-    /// Every header in sending order; authorization, signatures and secret-looking headers `***`.
-    pub headers: Vec<Header>,
-    pub body: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ShownResponse {
-    pub status: u16,
-    pub headers: Vec<Header>,
-    /// The first 4 KiB of the body.
-    pub body: String,
-    pub duration_ms: u64,
-}
-
-/// Renders the request `request.webhook` would send for the latest event of the record (any
-/// event type the webhook listens to), and with `request.send` sends it once through
-/// `transport` (or a transport built from the relay's network settings in the environment).
-/// Reads only; nothing is queued or recorded.
-pub async fn preview(
-    client: &mut tokio_postgres::Client,
-    request: &PreviewRequest,
-    transport: Option<&HttpTransport>,
-) -> Result<Preview, Failure> {
-    let rows = client
-        .query(
-            &format!("SELECT {WEBHOOK_COLUMNS} FROM outbox.webhooks WHERE name = $1"),
-            &[&request.webhook],
-        )
-        .await?;
-    let Some(row) = rows.first() else {
-        return Err(Failure::invalid(format!(
-            "no webhook named {:?}; `outbox-relay webhooks list` shows them all",
-            request.webhook
-        )));
-    };
-    let row = webhook_row(row)?;
-    let spec = row.spec.map_err(|reason| {
-        Failure::invalid(format!("webhook {:?} cannot be used: {reason}", row.name))
-    })?;
-    let compiled = catalog::compile(row.id, &spec).map_err(|errors| {
-        Failure::invalid(format!(
-            "webhook {:?} is invalid: {}; fix it and apply it again",
-            row.name,
-            catalog::describe_errors(&errors)
-        ))
-    })?;
-
-    let found = latest_event(
-        client,
-        Some(&request.entity),
-        Some(&request.id),
-        &compiled.patterns,
-    )
-    .await?;
-    let Some(event) = found else {
-        let record = format!("record {} {:?}", request.entity, request.id);
-        let any = latest_event(
-            client,
-            Some(&request.entity),
-            Some(&request.id),
-            &[Pattern::Any],
-        )
-        .await?;
-        return Err(Failure::invalid(match any {
-            None => format!(
-                "{record} has no events; check --entity (as written into outbox.events, e.g. \"order\" or \"Warehouse\\Shipment\") and --id, or change the record so it emits one"
-            ),
-            Some(e) => format!(
-                "{record} has no event of a type webhook {:?} listens to ({}); its latest event is {}",
-                row.name,
-                spec.events.join(", "),
-                e.event_type
-            ),
-        }));
-    };
-
-    let (filter_matches, filter_error) = match &compiled.filter {
-        None => (None, None),
-        Some(filter) => match filter.matches(&event, &row.name) {
-            Ok(m) => (Some(m), None),
-            Err(e) => (Some(false), Some(e.to_string())),
-        },
-    };
-
-    let relations = relations_of(client, &event.entity).await?;
-    let endpoint = &compiled.endpoint;
-    let names = related::wanted(&endpoint.templates, &relations, &event.entity);
-    let related_records = related::load(client, &relations, &names, &event, RELATION_TIMEOUT)
-        .await
-        .map_err(|e| {
-            Failure::runtime(format!("webhook {:?}, event {}: {e}", row.name, event.id))
-        })?;
-
-    let message_id = format!("msg_test_{}", uuid::Uuid::new_v4().simple());
-    let outbound = outbox_sender::build_request(
-        endpoint,
-        &event,
-        0,
-        1,
-        &message_id,
-        Utc::now().timestamp(),
-        &related_records,
-    )
-    .map_err(|e| {
-        Failure::runtime(format!(
-            "webhook {:?} cannot render event {} ({}): {e}",
-            row.name, event.id, event.event_type
-        ))
-    })?;
-    let secret_headers = secret_header_names(endpoint.signer.as_ref());
-    let shown = ShownRequest {
-        method: outbound.method.to_string(),
-        url: redact_url(&outbound.url),
-        headers: outbound
-            .headers
-            .iter()
-            .map(|(name, value)| Header {
-                name: name.clone(),
-                value: if is_secret_header(name, &secret_headers) {
-                    "***".into()
-                } else {
-                    value.clone()
-                },
-            })
-            .collect(),
-        body: String::from_utf8_lossy(&outbound.body).into_owned(),
-    };
-
-    let mut preview = Preview {
-        webhook: row.name.clone(),
-        active: spec.active,
-        event: EventRef {
-            id: event.id,
-            event_type: event.event_type.clone(),
-            entity: event.entity.clone(),
-            entity_id: event.entity_id.clone(),
-            created_at: event.created_at,
-        },
-        filter_matches,
-        filter_error,
-        related: names,
-        request: shown,
-        response: None,
-        send_error: None,
-    };
-    if request.send {
-        send(&mut preview, outbound, transport).await?;
-    }
-    Ok(preview)
-}
-
-async fn send(
-    preview: &mut Preview,
-    outbound: OutboundRequest,
-    transport: Option<&HttpTransport>,
-) -> Result<(), Failure> {
-    let own;
-    let transport = match transport {
-        Some(t) => t,
-        None => {
-            let config = crate::config::RelayConfig::load(None)?;
-            own = HttpTransport::new(NetworkPolicy::new(
-                config.allow_networks,
-                config.deny_networks,
-            ))
-            .map_err(|e| Failure::runtime(e.to_string()))?;
-            &own
-        }
-    };
-    let started = Instant::now();
-    match transport.send_showing_headers(outbound).await {
-        Ok((response, headers)) => {
-            preview.response = Some(ShownResponse {
-                status: response.status,
-                headers: headers
-                    .into_iter()
-                    .map(|(name, value)| Header { name, value })
-                    .collect(),
-                body: response.body,
-                duration_ms: started.elapsed().as_millis() as u64,
-            })
-        }
-        Err(e) => {
-            // The transport's errors quote the URL with its credentials already hidden.
-            preview.send_error = Some(e.message);
-        }
-    }
-    Ok(())
-}
-
-/// The latest event of the record / type matching `patterns`.
-pub async fn latest_event(
-    client: &tokio_postgres::Client,
-    entity: Option<&str>,
-    entity_id: Option<&str>,
-    patterns: &[Pattern],
-) -> Result<Option<Event>, Failure> {
-    let mut exact: Vec<&str> = Vec::new();
-    let mut prefixes: Vec<&str> = Vec::new();
-    let mut any = false;
-    for p in patterns {
-        match p {
-            Pattern::Any => any = true,
-            Pattern::Prefix(prefix) => prefixes.push(prefix),
-            Pattern::Exact(t) => exact.push(t),
-        }
-    }
-    let row = client
-        .query_opt(
-            sql::LATEST_EVENT,
-            &[&entity, &entity_id, &exact, &prefixes, &any],
-        )
-        .await?;
-    row.map(|r| Event::from_row(&r, 0))
-        .transpose()
-        .map_err(|e| Failure::runtime(format!("the latest matching event cannot be used: {e}")))
-}
-
-/// The relation queries defined for `entity`.
-pub async fn relations_of(
-    client: &tokio_postgres::Client,
-    entity: &str,
-) -> Result<related::Relations, Failure> {
-    Ok(client
-        .query(
-            "SELECT entity, name, query FROM outbox.relations WHERE entity = $1",
-            &[&entity],
-        )
-        .await?
-        .iter()
-        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
-        .collect::<HashMap<_, _>>())
-}
-
-/// Headers whose values are credentials: the signature header of this webhook, plus the usual.
-fn secret_header_names(signer: Option<&Signer>) -> Vec<String> {
-    let mut names = vec![
-        "authorization".to_string(),
-        "proxy-authorization".to_string(),
-        "cookie".to_string(),
-        "webhook-signature".to_string(),
-    ];
-    if let Some(Signer::HmacSha256 { header, .. }) = signer {
-        names.push(header.to_ascii_lowercase());
-    }
-    names
-}
-
-fn is_secret_header(name: &str, known: &[String]) -> bool {
-    known.iter().any(|k| k.eq_ignore_ascii_case(name)) || is_sensitive(name)
-}
 
 /// The command: prints the preview (and the response with `--send`).
 pub async fn run(url: &str, request: &PreviewRequest, json: bool) -> Result<(), Failure> {
     let mut client = super::connect_migrated(url).await?;
-    let preview = preview(&mut client, request, None).await?;
+    let transport = if request.send {
+        let config = crate::config::RelayConfig::load(None)?;
+        Some(
+            HttpTransport::new(NetworkPolicy::new(
+                config.allow_networks,
+                config.deny_networks,
+            ))
+            .map_err(|e| Failure::runtime(e.to_string()))?,
+        )
+    } else {
+        None
+    };
+    let preview = preview::preview(&mut client, request, transport.as_ref()).await?;
     if json {
         output::json(&preview)?;
     } else {
@@ -395,25 +93,4 @@ fn reason(status: u16) -> &'static str {
         .ok()
         .and_then(|s| s.canonical_reason())
         .unwrap_or("")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn credential_headers_are_recognised() {
-        let known = secret_header_names(None);
-        for name in [
-            "Authorization",
-            "webhook-signature",
-            "X-Api-Key",
-            "X-Auth-Token",
-        ] {
-            assert!(is_secret_header(name, &known), "{name}");
-        }
-        for name in ["X-Shop", "content-type", "webhook-id"] {
-            assert!(!is_secret_header(name, &known), "{name}");
-        }
-    }
 }

@@ -1,113 +1,14 @@
-//! `webhooks list` and `webhooks show NAME`.
+//! `webhooks list` and `webhooks show NAME`: [`outbox_admin::webhooks`], printed.
 
-use serde_json::{Map, Value};
+use outbox_admin::webhooks::{self, Shown};
+use serde_json::Value;
 
-use crate::catalog::{WEBHOOK_COLUMNS, webhook_row};
 use crate::error::Failure;
 use crate::output;
 
-/// Every configuration key (docs/webhooks.md), in this order; keys a webhook leaves out are shown as
-/// null, so `--json` output always has the same shape.
-const KEYS: [&str; 20] = [
-    "name",
-    "contact",
-    "events",
-    "filter",
-    "url",
-    "method",
-    "headers",
-    "content_type",
-    "body",
-    "priority",
-    "coalesce",
-    "ordered",
-    "active",
-    "timeout",
-    "max_attempts",
-    "retry_schedule",
-    "max_in_flight",
-    "auth",
-    "signature",
-    "tls",
-];
-
-/// One webhook as shown: every configuration key with secrets as `***`, then `valid`, `error`
-/// (why the relay refuses to run it), `disabled_reason` (why it switched it off) and `config` (the
-/// configuration keys again, as one object, null when the row cannot be read as a webhook).
-pub struct Shown {
-    pub name: String,
-    /// The `active` column (also for a row that cannot be read as a webhook).
-    pub active: bool,
-    pub valid: bool,
-    pub error: Option<String>,
-    pub disabled_reason: Option<String>,
-    /// The redacted configuration, or null when the row cannot be read as one.
-    pub config: Value,
-}
-
-impl Shown {
-    pub fn to_json(&self) -> Value {
-        let mut out = Map::new();
-        for key in KEYS {
-            out.insert(
-                key.into(),
-                self.config.get(key).cloned().unwrap_or(Value::Null),
-            );
-        }
-        // Also for a row that cannot be read as a webhook (its config is null).
-        out.insert("name".into(), Value::String(self.name.clone()));
-        out.insert("active".into(), Value::Bool(self.active));
-        out.insert("valid".into(), Value::Bool(self.valid));
-        out.insert("error".into(), json_text(&self.error));
-        out.insert("disabled_reason".into(), json_text(&self.disabled_reason));
-        out.insert("config".into(), self.config.clone());
-        Value::Object(out)
-    }
-}
-
-fn json_text(text: &Option<String>) -> Value {
-    text.clone().map(Value::String).unwrap_or(Value::Null)
-}
-
-/// Every webhook (or the one named), secrets redacted.
-pub async fn load(
-    client: &tokio_postgres::Client,
-    name: Option<&str>,
-) -> Result<Vec<Shown>, Failure> {
-    let rows = client
-        .query(
-            &format!(
-                "SELECT {WEBHOOK_COLUMNS} FROM outbox.webhooks WHERE $1::text IS NULL OR name = $1 ORDER BY name"
-            ),
-            &[&name],
-        )
-        .await?;
-    let mut out = Vec::new();
-    for row in &rows {
-        let row = webhook_row(row)?;
-        let config = match &row.spec {
-            Ok(spec) => serde_json::to_value(spec.redacted()).unwrap_or(Value::Null),
-            Err(_) => Value::Null,
-        };
-        let error = match (&row.spec, row.error) {
-            (Err(reason), _) => Some(reason.clone()),
-            (Ok(_), e) => e,
-        };
-        out.push(Shown {
-            name: row.name,
-            active: row.active,
-            valid: row.valid && row.spec.is_ok(),
-            error,
-            disabled_reason: row.disabled_reason,
-            config,
-        });
-    }
-    Ok(out)
-}
-
 pub async fn list(url: &str, json: bool) -> Result<(), Failure> {
     let client = super::connect_migrated(url).await?;
-    let shown = load(&client, None).await?;
+    let shown = webhooks::list(&client).await?;
     if json {
         return output::json(&shown.iter().map(Shown::to_json).collect::<Vec<_>>());
     }
@@ -149,12 +50,7 @@ pub async fn list(url: &str, json: bool) -> Result<(), Failure> {
 
 pub async fn show(url: &str, name: &str, json: bool) -> Result<(), Failure> {
     let client = super::connect_migrated(url).await?;
-    let mut shown = load(&client, Some(name)).await?;
-    let Some(w) = shown.pop() else {
-        return Err(Failure::invalid(format!(
-            "no webhook named {name:?}; `outbox-relay webhooks list` shows them all"
-        )));
-    };
+    let w = webhooks::show(&client, name).await?;
     if json {
         return output::json(&w.to_json());
     }

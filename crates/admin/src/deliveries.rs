@@ -1,0 +1,428 @@
+//! The webhook queue: deliveries listed (filtered, newest first, a page at a time), shown with
+//! every attempt, re-queued (named, or a selection counted first) and cancelled.
+
+use chrono::{DateTime, Utc};
+use outbox_core::Event;
+use outbox_core::redact::redact_urls_in;
+use serde::Serialize;
+use tokio_postgres::GenericClient;
+
+use crate::error::AdminError;
+use crate::sql;
+
+/// The statuses of a delivery, in the order of its life.
+pub const STATUSES: [&str; 5] = ["pending", "in_flight", "succeeded", "dead", "cancelled"];
+
+/// The statuses a selection may be re-queued by: finished ones.
+pub const FINISHED: [&str; 3] = ["succeeded", "dead", "cancelled"];
+
+/// The most deliveries one page lists.
+pub const MAX_LIMIT: i64 = 10_000;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryView {
+    pub id: i64,
+    pub webhook: String,
+    pub event_id: i64,
+    pub event_type: String,
+    pub entity: String,
+    pub entity_id: String,
+    pub status: String,
+    pub attempts: i32,
+    pub priority: i32,
+    pub coalesced: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_status: Option<i32>,
+    pub last_error: Option<String>,
+    pub last_response: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptView {
+    pub attempt: i32,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: Option<i32>,
+    pub status: Option<i32>,
+    pub outcome: String,
+    pub error: Option<String>,
+    pub response: Option<String>,
+}
+
+/// One delivery with every attempt (`deliveries show`, `GET /api/deliveries/{id}`): the fields of
+/// [`DeliveryView`] in order, its attempt counter under `attempt_count`, then `attempts`, the list
+/// of attempts. (Two keys named `attempts` would leave JSON readers with only the last.)
+#[derive(Debug, Clone)]
+pub struct DeliveryDetail {
+    pub delivery: DeliveryView,
+    pub attempts: Vec<AttemptView>,
+}
+
+impl Serialize for DeliveryDetail {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeMap};
+        let fields = serde_json::to_value(&self.delivery).map_err(S::Error::custom)?;
+        let mut map = serializer.serialize_map(None)?;
+        for key in COLUMNS.split(',').map(str::trim) {
+            let name = if key == "attempts" {
+                "attempt_count"
+            } else {
+                key
+            };
+            map.serialize_entry(name, &fields[key])?;
+        }
+        map.serialize_entry("attempts", &self.attempts)?;
+        map.end()
+    }
+}
+
+const COLUMNS: &str = "id, webhook, event_id, event_type, entity, entity_id, status, attempts, priority, \
+    coalesced, created_at, updated_at, next_attempt_at, last_status, last_error, last_response";
+
+fn view(row: &tokio_postgres::Row) -> Result<DeliveryView, tokio_postgres::Error> {
+    Ok(DeliveryView {
+        id: row.try_get(0)?,
+        webhook: row.try_get(1)?,
+        event_id: row.try_get(2)?,
+        event_type: row.try_get(3)?,
+        entity: row.try_get(4)?,
+        entity_id: row.try_get(5)?,
+        status: row.try_get(6)?,
+        attempts: row.try_get(7)?,
+        priority: row.try_get(8)?,
+        coalesced: row.try_get(9)?,
+        created_at: row.try_get(10)?,
+        updated_at: row.try_get(11)?,
+        next_attempt_at: row.try_get(12)?,
+        last_status: row.try_get(13)?,
+        // Errors are redacted when recorded; rows recorded by older relays are redacted here.
+        last_error: row
+            .try_get::<_, Option<String>>(14)?
+            .map(|e| redact_urls_in(&e)),
+        last_response: row.try_get(15)?,
+    })
+}
+
+/// Which deliveries to list (every field optional; all given must hold).
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub status: Option<String>,
+    pub webhook: Option<String>,
+    pub entity: Option<String>,
+    pub entity_id: Option<String>,
+    /// Created at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Created before.
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl Filter {
+    /// Checks the status is one of [`STATUSES`].
+    fn check(&self) -> Result<(), AdminError> {
+        if let Some(s) = self.status.as_deref()
+            && !STATUSES.contains(&s)
+        {
+            return Err(AdminError::bad(
+                "status",
+                format!("unknown status {s:?}; use one of {}", STATUSES.join(", ")),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One page of the queue, newest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct Page {
+    pub deliveries: Vec<DeliveryView>,
+    /// The id to pass as `before` for the next (older) page, when there is one.
+    pub next_before: Option<i64>,
+}
+
+/// Deliveries matching `filter`, newest first: at most `limit`, with ids below `before` when
+/// given (keyset pagination: each page is one index range, however deep).
+pub async fn list(
+    client: &impl GenericClient,
+    filter: &Filter,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Page, AdminError> {
+    filter.check()?;
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(AdminError::bad(
+            "limit",
+            format!("limit must be between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM outbox.delivery_log
+                 WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR webhook = $2)
+                   AND ($3::text IS NULL OR entity = $3) AND ($4::text IS NULL OR entity_id = $4)
+                   AND ($5::timestamptz IS NULL OR created_at >= $5)
+                   AND ($6::timestamptz IS NULL OR created_at < $6)
+                   AND ($7::bigint IS NULL OR id < $7)
+                 ORDER BY id DESC LIMIT $8"
+            ),
+            &[
+                &filter.status,
+                &filter.webhook,
+                &filter.entity,
+                &filter.entity_id,
+                &filter.since,
+                &filter.until,
+                &before,
+                &(limit + 1),
+            ],
+        )
+        .await?;
+    let mut deliveries = rows.iter().map(view).collect::<Result<Vec<_>, _>>()?;
+    let next_before = if deliveries.len() as i64 > limit {
+        deliveries.truncate(limit as usize);
+        deliveries.last().map(|d| d.id)
+    } else {
+        None
+    };
+    Ok(Page {
+        deliveries,
+        next_before,
+    })
+}
+
+/// One delivery and its attempts.
+pub async fn show(client: &impl GenericClient, id: i64) -> Result<DeliveryDetail, AdminError> {
+    let row = client
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM outbox.delivery_log WHERE id = $1"),
+            &[&id],
+        )
+        .await?
+        .ok_or(AdminError::NoDelivery { id })?;
+    let delivery = view(&row)?;
+    let attempts = client
+        .query(
+            "SELECT attempt, started_at, duration_ms, status, outcome, error, response
+             FROM outbox.attempts WHERE delivery_id = $1 ORDER BY attempt",
+            &[&id],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(AttemptView {
+                attempt: r.try_get(0)?,
+                started_at: r.try_get(1)?,
+                duration_ms: r.try_get(2)?,
+                status: r.try_get(3)?,
+                outcome: r.try_get(4)?,
+                error: r
+                    .try_get::<_, Option<String>>(5)?
+                    .map(|e| redact_urls_in(&e)),
+                response: r.try_get(6)?,
+            })
+        })
+        .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+    Ok(DeliveryDetail { delivery, attempts })
+}
+
+/// The event a delivery carries, unless retention deleted it.
+pub async fn event(client: &impl GenericClient, id: i64) -> Result<Option<Event>, AdminError> {
+    let row = client
+        .query_opt(
+            "SELECT id, event_type, entity, entity_id, data, old, metadata, created_at
+             FROM outbox.events WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+    row.map(|r| Event::from_row(&r, 0))
+        .transpose()
+        .map_err(|e| AdminError::Render {
+            message: format!("event {id} cannot be read: {e}"),
+        })
+}
+
+/// What a retry did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Retried {
+    pub requeued: Vec<i64>,
+    /// Selected but not re-queued: in flight, or their webhook was deleted meanwhile.
+    pub skipped: Vec<i64>,
+}
+
+/// Re-queues deliveries; returns the ids that were re-queued.
+async fn requeue(client: &impl GenericClient, ids: &[i64]) -> Result<Vec<i64>, AdminError> {
+    let rows = client.query(outbox_core::sql::RETRY, &[&ids]).await?;
+    // Wake the relays' senders.
+    client
+        .execute("SELECT pg_notify('outbox_deliveries', '')", &[])
+        .await?;
+    rows.iter()
+        .map(|r| r.try_get(0).map_err(AdminError::from))
+        .collect()
+}
+
+async fn requeue_all(client: &impl GenericClient, ids: &[i64]) -> Result<Retried, AdminError> {
+    let mut requeued = Vec::new();
+    for chunk in ids.chunks(1000) {
+        requeued.extend(requeue(client, chunk).await?);
+    }
+    let skipped = ids
+        .iter()
+        .filter(|i| !requeued.contains(i))
+        .copied()
+        .collect();
+    Ok(Retried { requeued, skipped })
+}
+
+/// Re-queues the named deliveries with a fresh attempt budget. They are checked first: an
+/// unknown id, or one whose webhook was deleted, is an error and nothing is re-queued. One being
+/// attempted right now is skipped (the others are re-queued).
+pub async fn retry(client: &impl GenericClient, ids: &[i64]) -> Result<Retried, AdminError> {
+    let rows = client.query(outbox_core::sql::RETRY_CHECK, &[&ids]).await?;
+    let found: Vec<i64> = rows
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?;
+    let mut unknown: Vec<i64> = Vec::new();
+    for id in ids {
+        if !found.contains(id) && !unknown.contains(id) {
+            unknown.push(*id);
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(AdminError::NoDeliveries { ids: unknown });
+    }
+    let mut orphans = Vec::new();
+    for r in &rows {
+        if !r.try_get::<_, bool>(3)? {
+            orphans.push((r.try_get(0)?, r.try_get(2)?));
+        }
+    }
+    if !orphans.is_empty() {
+        return Err(AdminError::WebhookDeleted {
+            deliveries: orphans,
+        });
+    }
+    let retried = requeue_all(client, ids).await?;
+    tracing::info!(
+        requeued = retried.requeued.len(),
+        "deliveries re-queued by an operator"
+    );
+    Ok(retried)
+}
+
+/// Finished deliveries picked by what they are rather than by id (`deliveries retry --status`,
+/// the console's "Retry" of a filtered queue).
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// One of [`FINISHED`].
+    pub status: String,
+    pub webhook: Option<String>,
+    pub entity: Option<String>,
+    pub entity_id: Option<String>,
+    /// Finished at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Created at or after / before (the queue's time filter).
+    pub created_since: Option<DateTime<Utc>>,
+    pub created_until: Option<DateTime<Utc>>,
+}
+
+impl Selection {
+    fn check(&self) -> Result<(), AdminError> {
+        if !FINISHED.contains(&self.status.as_str()) {
+            return Err(AdminError::bad(
+                "status",
+                format!(
+                    "status {:?}: only finished deliveries (succeeded, dead, cancelled) can be re-queued by status",
+                    self.status
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The ids a selection picks, oldest first.
+pub async fn select(
+    client: &impl GenericClient,
+    selection: &Selection,
+) -> Result<Vec<i64>, AdminError> {
+    selection.check()?;
+    let rows = client
+        .query(
+            "SELECT id FROM outbox.deliveries_done
+             WHERE status = $1 AND ($2::text IS NULL OR webhook = $2)
+               AND ($3::timestamptz IS NULL OR updated_at >= $3)
+               AND ($4::text IS NULL OR entity = $4) AND ($5::text IS NULL OR entity_id = $5)
+               AND ($6::timestamptz IS NULL OR created_at >= $6)
+               AND ($7::timestamptz IS NULL OR created_at < $7)
+             ORDER BY id",
+            &[
+                &selection.status,
+                &selection.webhook,
+                &selection.since,
+                &selection.entity,
+                &selection.entity_id,
+                &selection.created_since,
+                &selection.created_until,
+            ],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| r.try_get(0).map_err(AdminError::from))
+        .collect()
+}
+
+/// How many deliveries a selection picks (to say before re-queuing them).
+pub async fn count_selection(
+    client: &impl GenericClient,
+    selection: &Selection,
+) -> Result<usize, AdminError> {
+    Ok(select(client, selection).await?.len())
+}
+
+/// Re-queues whatever the selection picks; what cannot be re-queued now is listed as skipped.
+pub async fn retry_selection(
+    client: &impl GenericClient,
+    selection: &Selection,
+) -> Result<Retried, AdminError> {
+    let ids = select(client, selection).await?;
+    let retried = requeue_all(client, &ids).await?;
+    tracing::info!(
+        requeued = retried.requeued.len(),
+        status = %selection.status,
+        "selected deliveries re-queued by an operator"
+    );
+    Ok(retried)
+}
+
+/// Cancels a pending delivery: it is not sent (again) and is kept as cancelled. A delivery being
+/// attempted, or already finished, cannot be cancelled.
+pub async fn cancel(client: &impl GenericClient, id: i64) -> Result<(), AdminError> {
+    let rows = client.query(sql::DELIVERY_CANCEL, &[&id]).await?;
+    let Some(row) = rows.first() else {
+        let detail = show(client, id).await?;
+        return Err(AdminError::NotCancellable {
+            id,
+            status: detail.delivery.status,
+        });
+    };
+    if row.try_get::<_, bool>(4)? {
+        // The record's next delivery of an ordered webhook may go now.
+        let webhook_id: i64 = row.try_get(1)?;
+        let entity: String = row.try_get(2)?;
+        let entity_id: String = row.try_get(3)?;
+        client
+            .execute(
+                outbox_core::sql::RELEASE_NEXT,
+                &[&vec![webhook_id], &vec![entity], &vec![entity_id]],
+            )
+            .await?;
+    }
+    client
+        .execute("SELECT pg_notify('outbox_deliveries', '')", &[])
+        .await?;
+    tracing::info!(delivery = id, "delivery cancelled by an operator");
+    Ok(())
+}
