@@ -25,6 +25,7 @@ pub fn settings(db: &TestDb) -> Settings {
         deny_networks: Vec::new(),
         json_logs: false,
         admin_token: None,
+        console_edit: true,
     }
 }
 

@@ -53,6 +53,10 @@ pub struct RelayConfig {
     /// `text` or `json`.
     #[serde(default = "default_log_format")]
     pub log_format: String,
+    /// Whether the console at `/ui/` may change webhooks (create, edit, delete, pause, resume);
+    /// `false` for deployments whose webhooks are managed with `apply` from files.
+    #[serde(default = "default_true", deserialize_with = "on_off")]
+    pub console_edit: bool,
 }
 
 fn default_listen() -> String {
@@ -93,7 +97,7 @@ fn on_off<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
             "on" | "true" | "yes" | "1" => Ok(true),
             "off" | "false" | "no" | "0" => Ok(false),
             other => Err(serde::de::Error::custom(format!(
-                "notify must be on or off, got {other:?}"
+                "must be on or off (true or false), got {other:?}"
             ))),
         },
     }
@@ -113,6 +117,7 @@ impl Default for RelayConfig {
             allow_networks: Vec::new(),
             deny_networks: Vec::new(),
             log_format: default_log_format(),
+            console_edit: true,
         }
     }
 }
@@ -134,6 +139,8 @@ pub struct Settings {
     /// Bearer token the admin API requires (`OUTBOX_ADMIN_TOKEN`); without one the HTTP endpoint
     /// only listens on loopback addresses.
     pub admin_token: Option<String>,
+    /// Whether the console may change webhooks (`console_edit`).
+    pub console_edit: bool,
 }
 
 impl RelayConfig {
@@ -243,6 +250,7 @@ impl RelayConfig {
             admin_token: std::env::var("OUTBOX_ADMIN_TOKEN")
                 .ok()
                 .filter(|t| !t.is_empty()),
+            console_edit: self.console_edit,
         })
     }
 }
@@ -259,6 +267,7 @@ const KEYS: &[&str] = &[
     "allow_networks",
     "deny_networks",
     "log_format",
+    "console_edit",
 ];
 
 #[cfg(test)]

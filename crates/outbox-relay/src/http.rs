@@ -1,4 +1,5 @@
-//! The relay's HTTP endpoint: `/metrics`, `/healthz`, `/readyz` and the admin API under `/api`.
+//! The relay's HTTP endpoint: `/metrics`, `/healthz`, `/readyz`, the admin API under `/api` and
+//! the console under `/ui/` (`/` redirects there).
 
 use axum::Router;
 use axum::extract::State;
@@ -39,6 +40,7 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: Cancellatio
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .merge(crate::api::routes(state.clone()))
+        .merge(crate::console::routes(state.clone()))
         .with_state(state);
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -23,6 +23,7 @@ pub use outbox_catalog as catalog;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod health;
 pub mod http;

@@ -144,6 +144,7 @@ impl Relay {
                     ))
                     .map_err(|e| Failure::runtime(e.to_string()))?,
                     health,
+                    console: Arc::new(crate::console::Console::new(settings.console_edit)),
                 },
                 shutdown.clone(),
             )),

@@ -15,4 +15,6 @@ pub struct AppState {
     pub transport: outbox_sender::HttpTransport,
     /// What the relay's tasks report for `/readyz`.
     pub health: Arc<crate::health::Health>,
+    /// The console at `/ui/`.
+    pub console: Arc<crate::console::Console>,
 }

@@ -231,11 +231,16 @@ async fn tour(db: &DemoDb, once: bool) -> Result<(), Failure> {
         deny_networks: Vec::new(),
         json_logs: false,
         admin_token: None,
+        console_edit: true,
     })
     .await?;
     println!(
-        "relay      running; metrics on http://{}/metrics, admin API on http://{}/api/deliveries\n",
+        "relay      running; metrics on http://{}/metrics, admin API on http://{}/api/deliveries",
         relay.addr(),
+        relay.addr()
+    );
+    println!(
+        "console    http://{}/ui/  (the webhooks and the webhook queue, live)\n",
         relay.addr()
     );
 

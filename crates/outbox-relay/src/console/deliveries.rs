@@ -1,0 +1,313 @@
+//! The queue pages: deliveries filtered and paged newest first (with live refresh), one delivery
+//! with its event and every attempt, retry and cancel, and the retry of a filtered set (its
+//! count shown first).
+
+use axum::extract::{Path, Query};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use chrono::{DateTime, Utc};
+use outbox_admin::deliveries::{self, FINISHED, Filter, STATUSES, Selection};
+use outbox_admin::{AdminError, sent, webhooks};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{Form, Ui};
+
+/// Deliveries a page lists.
+const PAGE: i64 = 100;
+
+/// The queue's filters as the browser sends them (every value text, empty meaning any).
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct FilterQuery {
+    status: String,
+    webhook: String,
+    entity: String,
+    entity_id: String,
+    since: String,
+    until: String,
+}
+
+impl FilterQuery {
+    fn from_form(form: &Form) -> FilterQuery {
+        FilterQuery {
+            status: form.get("status").into(),
+            webhook: form.get("webhook").into(),
+            entity: form.get("entity").into(),
+            entity_id: form.get("entity_id").into(),
+            since: form.get("since").into(),
+            until: form.get("until").into(),
+        }
+    }
+
+    fn given(v: &str) -> Option<String> {
+        Some(v.trim().to_string()).filter(|s| !s.is_empty())
+    }
+
+    fn filter(&self) -> Result<Filter, AdminError> {
+        Ok(Filter {
+            status: Self::given(&self.status),
+            webhook: Self::given(&self.webhook),
+            entity: Self::given(&self.entity),
+            entity_id: Self::given(&self.entity_id),
+            since: time("since", &self.since)?,
+            until: time("until", &self.until)?,
+        })
+    }
+
+    fn selection(&self) -> Result<Selection, AdminError> {
+        let f = self.filter()?;
+        Ok(Selection {
+            status: f.status.unwrap_or_default(),
+            webhook: f.webhook,
+            entity: f.entity,
+            entity_id: f.entity_id,
+            created_since: f.since,
+            created_until: f.until,
+            ..Default::default()
+        })
+    }
+
+    /// The filters as a query string (for links that keep them).
+    fn query(&self) -> String {
+        serde_urlencoded::to_string(self).unwrap_or_default()
+    }
+}
+
+/// A time filter: RFC 3339, or a duration meaning that long ago (`2h`).
+fn time(field: &'static str, text: &str) -> Result<Option<DateTime<Utc>>, AdminError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(Some(t.with_timezone(&Utc)));
+    }
+    match outbox_core::parse_duration(text) {
+        Ok(d) => Ok(Some(
+            Utc::now() - chrono::Duration::from_std(d).unwrap_or_default(),
+        )),
+        Err(_) => Err(AdminError::BadInput {
+            field,
+            message: format!(
+                "{field} {text:?} is neither an RFC 3339 time (2026-11-24T08:00:00Z) nor a duration (2h)"
+            ),
+        }),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    #[serde(flatten)]
+    filters: FilterQuery,
+    before: Option<i64>,
+    /// Only the table's rows (the live refresh).
+    rows: Option<String>,
+    /// How many a retry of the filtered set just re-queued.
+    requeued: Option<usize>,
+}
+
+pub async fn list(ui: Ui, Query(q): Query<ListQuery>) -> Response {
+    let client = match ui.state.pool.get().await {
+        Ok(c) => c,
+        Err(e) => return ui.error(e.into(), "/ui/"),
+    };
+    let names: Vec<String> = match webhooks::list(&**client).await {
+        Ok(all) => all.into_iter().map(|w| w.name).collect(),
+        Err(e) => return ui.error(e, "/ui/"),
+    };
+    let (page, error) = match q.filters.filter() {
+        Ok(filter) => match deliveries::list(&**client, &filter, q.before, PAGE).await {
+            Ok(page) => (page, None),
+            Err(e @ AdminError::BadInput { .. }) => (empty(), Some(e.to_string())),
+            Err(e) => return ui.error(e, "/ui/deliveries"),
+        },
+        Err(e) => (empty(), Some(e.to_string())),
+    };
+    let values = json!({
+        "deliveries": page.deliveries,
+        "next_before": page.next_before,
+        "before": q.before,
+        "f": q.filters,
+        "query": q.filters.query(),
+        "statuses": STATUSES,
+        "webhook_names": names,
+        "retryable": FINISHED.contains(&q.filters.status.as_str()),
+        "limit": PAGE,
+        "error": error,
+        "flash": q.requeued.map(|n| format!("Re-queued {n} deliver{}.", if n == 1 { "y" } else { "ies" })),
+    });
+    if q.rows.is_some() {
+        return match ui
+            .console()
+            .views
+            .render_rows(ui.context("deliveries", values))
+        {
+            Ok(html) => Html(html).into_response(),
+            Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        };
+    }
+    ui.page(StatusCode::OK, "deliveries.html", "deliveries", values)
+}
+
+fn empty() -> deliveries::Page {
+    deliveries::Page {
+        deliveries: Vec::new(),
+        next_before: None,
+    }
+}
+
+/// The count of what **Retry** would re-queue, and the button that does it.
+pub async fn retry_confirm(ui: Ui, Query(filters): Query<FilterQuery>) -> Response {
+    let client = match ui.state.pool.get().await {
+        Ok(c) => c,
+        Err(e) => return ui.error(e.into(), "/ui/deliveries"),
+    };
+    let back = format!("/ui/deliveries?{}", filters.query());
+    let count = match filters.selection() {
+        Ok(s) => deliveries::count_selection(&**client, &s).await,
+        Err(e) => Err(e),
+    };
+    match count {
+        Ok(count) => ui.page(
+            StatusCode::OK,
+            "retry.html",
+            "deliveries",
+            json!({
+                "count": count,
+                "status": filters.status,
+                "webhook": FilterQuery::given(&filters.webhook),
+                "entity": FilterQuery::given(&filters.entity),
+                "entity_id": FilterQuery::given(&filters.entity_id),
+                "filter": filters,
+                "query": filters.query(),
+            }),
+        ),
+        Err(e) => ui.error(e, &back),
+    }
+}
+
+pub async fn retry_selection(ui: Ui, form: Form) -> Response {
+    let filters = FilterQuery::from_form(&form);
+    let back = format!("/ui/deliveries?{}", filters.query());
+    let client = match ui.state.pool.get().await {
+        Ok(c) => c,
+        Err(e) => return ui.error(e.into(), &back),
+    };
+    let done = match filters.selection() {
+        Ok(s) => deliveries::retry_selection(&**client, &s).await,
+        Err(e) => Err(e),
+    };
+    match done {
+        Ok(retried) => {
+            // They are queued again: show the filtered queue whatever their status is now.
+            let mut filters = filters;
+            filters.status = String::new();
+            Redirect::to(&format!(
+                "/ui/deliveries?{}&requeued={}",
+                filters.query(),
+                retried.requeued.len()
+            ))
+            .into_response()
+        }
+        Err(e) => ui.error(e, &back),
+    }
+}
+
+pub async fn detail(ui: Ui, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<i64>() else {
+        return ui.error(
+            AdminError::BadInput {
+                field: "id",
+                message: format!("{id:?} is not a delivery id; ids are whole numbers"),
+            },
+            "/ui/deliveries",
+        );
+    };
+    let mut client = match ui.state.pool.get().await {
+        Ok(c) => c,
+        Err(e) => return ui.error(e.into(), "/ui/deliveries"),
+    };
+    let detail = match deliveries::show(&**client, id).await {
+        Ok(d) => d,
+        Err(e) => return ui.error(e, "/ui/deliveries"),
+    };
+    let event = match deliveries::event(&**client, detail.delivery.event_id).await {
+        Ok(e) => e,
+        Err(e) => return ui.error(e, "/ui/deliveries"),
+    };
+    let mut requests = Vec::new();
+    if let Some(event) = &event {
+        let wanted: Vec<(i32, DateTime<Utc>)> = detail
+            .attempts
+            .iter()
+            .map(|a| (a.attempt, a.started_at))
+            .collect();
+        match sent::render_attempts(&mut client, &detail.delivery.webhook, id, event, &wanted).await
+        {
+            Ok(r) => requests = r,
+            Err(e) => return ui.error(e, "/ui/deliveries"),
+        }
+    }
+    let attempts: Vec<serde_json::Value> = detail
+        .attempts
+        .iter()
+        .map(|a| {
+            let rendered = requests.iter().find(|r| r.attempt == a.attempt);
+            let mut value = serde_json::to_value(a).unwrap_or_default();
+            if let Some(r) = rendered {
+                match &r.request {
+                    Ok(req) => value["request"] = serde_json::to_value(req).unwrap_or_default(),
+                    Err(reason) => value["request_error"] = reason.clone().into(),
+                }
+            } else {
+                value["request_error"] =
+                    "the event is no longer stored, so the request cannot be rendered".into();
+            }
+            value
+        })
+        .collect();
+    let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).unwrap_or_default();
+    ui.page(
+        StatusCode::OK,
+        "delivery.html",
+        "deliveries",
+        json!({
+            "d": detail.delivery,
+            "attempts": attempts,
+            "event": event.as_ref().map(|e| json!({ "created_at": e.created_at })),
+            "event_data": event.as_ref().map(|e| pretty(&e.data)),
+            "event_old": event.as_ref().and_then(|e| e.old.as_ref()).map(pretty),
+            "event_metadata": event.as_ref().map(|e| pretty(&e.metadata)),
+        }),
+    )
+}
+
+pub async fn retry(ui: Ui, Path(id): Path<i64>) -> Response {
+    act(ui, id, true).await
+}
+
+pub async fn cancel(ui: Ui, Path(id): Path<i64>) -> Response {
+    act(ui, id, false).await
+}
+
+async fn act(ui: Ui, id: i64, retry: bool) -> Response {
+    let back = format!("/ui/deliveries/{id}");
+    let client = match ui.state.pool.get().await {
+        Ok(c) => c,
+        Err(e) => return ui.error(e.into(), &back),
+    };
+    let done = if retry {
+        match deliveries::retry(&**client, &[id]).await {
+            Ok(r) if r.requeued.contains(&id) => Ok(()),
+            Ok(_) => Err(AdminError::InFlight { ids: vec![id] }),
+            Err(e) => Err(e),
+        }
+    } else {
+        deliveries::cancel(&**client, id).await
+    };
+    match done {
+        Ok(()) => Redirect::to(&back).into_response(),
+        Err(e) => ui.error(e, &back),
+    }
+}
