@@ -64,6 +64,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/ui/logout", post(pages::logout))
         .route("/ui/assets/console.css", get(pages::stylesheet))
         .route("/ui/assets/console.js", get(pages::script))
+        .route("/ui/assets/favicon.svg", get(pages::favicon))
         .route("/ui/webhooks", get(webhooks::list))
         .route(
             "/ui/webhooks/new",

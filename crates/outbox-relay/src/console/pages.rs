@@ -80,6 +80,14 @@ pub async fn script() -> Response {
         .into_response()
 }
 
+pub async fn favicon() -> Response {
+    (
+        [(header::CONTENT_TYPE, "image/svg+xml")],
+        include_str!("assets/favicon.svg"),
+    )
+        .into_response()
+}
+
 pub async fn not_found(ui: Ui) -> Response {
     ui.page(
         StatusCode::NOT_FOUND,

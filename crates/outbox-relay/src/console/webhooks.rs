@@ -149,11 +149,21 @@ async fn render_detail(
         }
     }
     let state = w.state();
-    let config = if w.config.is_null() {
-        Value::Null
-    } else {
-        w.config.clone()
-    };
+    let config = w.config.clone();
+    // Every key the webhook sets, in the documented order, as text (strings as they are).
+    let config_shown: Vec<(&str, String)> = webhooks::KEYS
+        .iter()
+        .filter_map(|key| match config.get(key) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some((*key, s.clone())),
+            Some(other) => Some((*key, other.to_string())),
+        })
+        .collect();
+    let field_rows: Vec<Value> = merge
+        .iter()
+        .flat_map(|f| f.fields.iter())
+        .map(|f| json!({ "path": f.path, "example": f.example.to_string() }))
+        .collect();
     ui.page(
         StatusCode::OK,
         "webhook.html",
@@ -163,7 +173,8 @@ async fn render_detail(
                 "name": w.name, "active": w.active, "error": w.error,
                 "disabled_reason": w.disabled_reason, "config": config, "state": state,
             },
-            "keys": webhooks::KEYS,
+            "config_shown": config_shown,
+            "field_rows": field_rows,
             "stats": stats,
             "deliveries": latest,
             "test": test.as_ref().map(|(e, i)| json!({ "entity": e, "id": i })),
