@@ -10,6 +10,7 @@ mod admin;
 mod capture_privileges;
 mod cli_contract;
 mod config;
+mod console;
 mod hostile;
 mod hostile_urls;
 mod isolation;
