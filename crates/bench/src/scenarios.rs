@@ -294,8 +294,13 @@ impl Bench<'_> {
         n: u64,
         limit: Duration,
     ) -> anyhow::Result<Instant> {
-        self.wait_drained_by(client, n, limit, "SELECT EXISTS (SELECT 1 FROM outbox.deliveries)")
-            .await
+        self.wait_drained_by(
+            client,
+            n,
+            limit,
+            "SELECT EXISTS (SELECT 1 FROM outbox.deliveries)",
+        )
+        .await
     }
 
     /// Waits until `n` requests arrived and `queued` (a query answering one boolean: is work
@@ -332,7 +337,13 @@ impl Bench<'_> {
 
     /// Commits `n` rows with `insert` (a statement taking the first and last sequence number of a
     /// batch) from the configured producers, `batch` per transaction.
-    async fn produce_with(&self, url: &str, n: u64, batch: u64, insert: &str) -> anyhow::Result<()> {
+    async fn produce_with(
+        &self,
+        url: &str,
+        n: u64,
+        batch: u64,
+        insert: &str,
+    ) -> anyhow::Result<()> {
         let next = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
         for _ in 0..self.args.producers {

@@ -18,7 +18,8 @@ use tokio_postgres::Client;
 use super::{Bench, Row, Tuning, connect, median, run, verdict};
 use crate::procs::RelayProc;
 
-const RELATION_SETUP: &str = "CREATE TABLE bench_customers (id int PRIMARY KEY, name text NOT NULL, email text NOT NULL);
+const RELATION_SETUP: &str =
+    "CREATE TABLE bench_customers (id int PRIMARY KEY, name text NOT NULL, email text NOT NULL);
     INSERT INTO bench_customers SELECT i, 'Customer ' || i, 'customer' || i || '@example.com'
         FROM generate_series(1, 1000) i;
     INSERT INTO outbox.relations (entity, name, query) VALUES ('bench', 'customer',
@@ -85,12 +86,10 @@ impl Bench<'_> {
                 .await?;
             let file = tenants_file(count, &self.receiver.url("/hook"))?;
             let t = Instant::now();
-            run(
-                std::process::Command::new(&self.relay_bin)
-                    .arg("apply")
-                    .arg(&file)
-                    .env("DATABASE_URL", &url),
-            )
+            run(std::process::Command::new(&self.relay_bin)
+                .arg("apply")
+                .arg(&file)
+                .env("DATABASE_URL", &url))
             .context("outbox-relay apply of the tenants' webhooks")?;
             let apply = t.elapsed().as_secs_f64();
             let _ = std::fs::remove_file(&file);
