@@ -39,9 +39,25 @@ pub struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "throughput,latency,backlog,producer,scaleout,soak,retention,retention-hotpath"
+        default_value = "throughput,defaults,webhooks,relations,peer,latency,backlog,producer,scaleout,soak,retention,retention-hotpath"
     )]
     pub scenarios: Vec<String>,
+    /// Run every scenario but `defaults` with the tuned configuration (the webhook's
+    /// `max_in_flight` = `--concurrency`; the relay's `concurrency`, `claim_batch` and a 100 ms
+    /// `poll_interval` set) instead of the defaults a user gets.
+    #[arg(long)]
+    pub tuned: bool,
+    /// Rounds of the `defaults` and `relations` comparisons (each runs both variants, the order
+    /// alternating).
+    #[arg(long, default_value_t = 3)]
+    pub compare_rounds: usize,
+    /// Webhooks configured in the `webhooks` scenario's runs (1% of them, at least one, get
+    /// events).
+    #[arg(long, value_delimiter = ',', default_value = "1,100,10000")]
+    pub webhook_counts: Vec<usize>,
+    /// Concurrency of the graphile-worker peer in the `peer` scenario.
+    #[arg(long, default_value_t = 32)]
+    pub peer_concurrency: usize,
     /// Tiny sizes, for CI: proves the benchmark runs, measures nothing meaningful.
     #[arg(long)]
     pub smoke: bool,
@@ -88,10 +104,10 @@ pub struct Args {
     /// Rounds of the hot-path comparison with and without retention's indexes (each runs both).
     #[arg(long, default_value_t = 5)]
     pub hotpath_rounds: usize,
-    /// Relay `concurrency`.
+    /// Relay `concurrency` of the tuned configuration (the default configuration's is 256 too).
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
-    /// Relay `claim_batch`.
+    /// Relay `claim_batch` of the tuned configuration.
     #[arg(long, default_value_t = 1000)]
     pub claim_batch: usize,
 }
@@ -130,6 +146,8 @@ fn main() {
         args.retention_rounds = 2;
         args.retention_slice = 400;
         args.hotpath_rounds = 1;
+        args.compare_rounds = 1;
+        args.webhook_counts = vec![1, 100];
     }
     match runtime.block_on(scenarios::run_all(&args)) {
         Ok(()) => {}

@@ -144,6 +144,11 @@ impl RelayProc {
         cpu_seconds(self.pid())
     }
 
+    /// Resident set size now, in MiB (VmRSS).
+    pub fn rss_mib(&self) -> f64 {
+        status_kib(self.pid(), "VmRSS:") as f64 / 1024.0
+    }
+
     /// Peak resident set size in MiB (VmHWM).
     pub fn peak_rss_mib(&self) -> f64 {
         status_kib(self.pid(), "VmHWM:") as f64 / 1024.0

@@ -1,6 +1,8 @@
 //! The benchmark scenarios and the report.
 
+mod peer;
 mod retention;
+mod scale;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +26,35 @@ use crate::receiver::now_us;
 const INSERT_RANGE: &str = "INSERT INTO outbox.events (event_type, entity, entity_id, data)
     SELECT 'bench.created', 'bench', s::text, jsonb_build_object('seq', s, 'note', 'benchmark event')
     FROM generate_series($1::bigint, $2::bigint) s";
+
+/// How the benchmark's webhook and relay are configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tuning {
+    /// A webhook with no tuning keys and a relay with no settings but its database: what a user
+    /// gets. The headline.
+    Defaults,
+    /// The webhook's `max_in_flight` set to the relay's `--concurrency`, and the relay's
+    /// `concurrency`, `claim_batch` and a 100 ms `poll_interval` set explicitly.
+    Tuned,
+}
+
+impl Tuning {
+    fn label(self) -> &'static str {
+        match self {
+            Tuning::Defaults => "defaults",
+            Tuning::Tuned => "tuned",
+        }
+    }
+}
+
+/// What one drain of `n` events measured.
+struct Drained {
+    rate: f64,
+    /// Relay CPU seconds per 10,000 deliveries.
+    cpu_per_10k: f64,
+    /// Peak RSS of the largest relay, MiB.
+    rss: f64,
+}
 
 struct Row {
     what: String,
@@ -111,8 +142,12 @@ impl Bench<'_> {
                 "soak" => self.soak().await?,
                 "retention" => self.retention().await?,
                 "retention-hotpath" => self.retention_hotpath().await?,
+                "defaults" => self.defaults().await?,
+                "webhooks" => self.webhooks().await?,
+                "relations" => self.relations().await?,
+                "peer" => self.peer().await?,
                 other => bail!(
-                    "unknown scenario {other:?}; use throughput, latency, backlog, producer, scaleout, soak, retention, retention-hotpath"
+                    "unknown scenario {other:?}; use throughput, defaults, webhooks, relations, peer, latency, backlog, producer, scaleout, soak, retention, retention-hotpath"
                 ),
             }
         }
@@ -135,7 +170,17 @@ impl Bench<'_> {
         }
     }
 
-    async fn fresh_db(&self, name: &str) -> anyhow::Result<String> {
+    /// The tuning of every scenario but `defaults` (which runs both): `--tuned` or not.
+    fn tuning(&self) -> Tuning {
+        if self.args.tuned {
+            Tuning::Tuned
+        } else {
+            Tuning::Defaults
+        }
+    }
+
+    /// A fresh migrated database with no webhook.
+    async fn empty_db(&self, name: &str) -> anyhow::Result<String> {
         let admin = connect(&self.admin).await?;
         admin
             .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
@@ -154,28 +199,68 @@ impl Bench<'_> {
         outbox_core::migrate(&mut client)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        // A fast receiver: let one webhook use the relay's whole concurrency.
-        client
-            .execute(
-                "INSERT INTO outbox.webhooks (name, events, url, max_in_flight) VALUES ('bench', '{bench.*}', $1, $2)",
-                &[&self.receiver.url("/hook"), &(self.args.concurrency as i32)],
-            )
-            .await?;
         Ok(url)
     }
 
-    fn relay_env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("OUTBOX_CONCURRENCY", self.args.concurrency.to_string()),
-            ("OUTBOX_CLAIM_BATCH", self.args.claim_batch.to_string()),
-            ("OUTBOX_POLL_INTERVAL", "100ms".into()),
-        ]
+    /// A fresh migrated database with one webhook (`bench.*`) to the receiver, tuned as the run
+    /// says.
+    async fn fresh_db(&self, name: &str) -> anyhow::Result<String> {
+        self.fresh_db_as(name, self.tuning()).await
+    }
+
+    async fn fresh_db_as(&self, name: &str, tuning: Tuning) -> anyhow::Result<String> {
+        let url = self.empty_db(name).await?;
+        let client = connect(&url).await?;
+        match tuning {
+            Tuning::Defaults => {
+                client
+                    .execute(
+                        "INSERT INTO outbox.webhooks (name, events, url) VALUES ('bench', '{bench.*}', $1)",
+                        &[&self.receiver.url("/hook")],
+                    )
+                    .await?
+            }
+            // A fast receiver: let one webhook use the relay's whole concurrency.
+            Tuning::Tuned => {
+                client
+                    .execute(
+                        "INSERT INTO outbox.webhooks (name, events, url, max_in_flight) VALUES ('bench', '{bench.*}', $1, $2)",
+                        &[&self.receiver.url("/hook"), &(self.args.concurrency as i32)],
+                    )
+                    .await?
+            }
+        };
+        Ok(url)
+    }
+
+    fn relay_env(&self, tuning: Tuning) -> Vec<(&'static str, String)> {
+        match tuning {
+            Tuning::Defaults => Vec::new(),
+            Tuning::Tuned => vec![
+                ("OUTBOX_CONCURRENCY", self.args.concurrency.to_string()),
+                ("OUTBOX_CLAIM_BATCH", self.args.claim_batch.to_string()),
+                ("OUTBOX_POLL_INTERVAL", "100ms".into()),
+            ],
+        }
     }
 
     async fn start_relays(&self, url: &str, n: usize) -> anyhow::Result<Vec<RelayProc>> {
+        self.start_relays_as(url, n, self.tuning()).await
+    }
+
+    async fn start_relays_as(
+        &self,
+        url: &str,
+        n: usize,
+        tuning: Tuning,
+    ) -> anyhow::Result<Vec<RelayProc>> {
         let mut relays = Vec::new();
         for _ in 0..n {
-            relays.push(RelayProc::start(&self.relay_bin, url, &self.relay_env())?);
+            relays.push(RelayProc::start(
+                &self.relay_bin,
+                url,
+                &self.relay_env(tuning),
+            )?);
         }
         for r in &relays {
             r.wait_ready().await?;
@@ -209,13 +294,28 @@ impl Bench<'_> {
         n: u64,
         limit: Duration,
     ) -> anyhow::Result<Instant> {
+        self.wait_drained_by(
+            client,
+            n,
+            limit,
+            "SELECT EXISTS (SELECT 1 FROM outbox.deliveries)",
+        )
+        .await
+    }
+
+    /// Waits until `n` requests arrived and `queued` (a query answering one boolean: is work
+    /// left?) answers false.
+    async fn wait_drained_by(
+        &self,
+        client: &Client,
+        n: u64,
+        limit: Duration,
+        queued: &str,
+    ) -> anyhow::Result<Instant> {
         let deadline = Instant::now() + limit;
         loop {
             if self.received().await >= n {
-                let queued: bool = client
-                    .query_one("SELECT EXISTS (SELECT 1 FROM outbox.deliveries)", &[])
-                    .await?
-                    .get(0);
+                let queued: bool = client.query_one(queued, &[]).await?.get(0);
                 if !queued {
                     return Ok(Instant::now());
                 }
@@ -232,13 +332,26 @@ impl Bench<'_> {
 
     /// Commits `n` events from the configured producers; returns when all are committed.
     async fn produce(&self, url: &str, n: u64, batch: u64) -> anyhow::Result<()> {
+        self.produce_with(url, n, batch, INSERT_RANGE).await
+    }
+
+    /// Commits `n` rows with `insert` (a statement taking the first and last sequence number of a
+    /// batch) from the configured producers, `batch` per transaction.
+    async fn produce_with(
+        &self,
+        url: &str,
+        n: u64,
+        batch: u64,
+        insert: &str,
+    ) -> anyhow::Result<()> {
         let next = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
         for _ in 0..self.args.producers {
             let client = connect(url).await?;
             let next = next.clone();
+            let insert = insert.to_string();
             tasks.push(tokio::spawn(async move {
-                let insert = client.prepare(INSERT_RANGE).await?;
+                let insert = client.prepare(&insert).await?;
                 loop {
                     let start = next.fetch_add(batch, Ordering::Relaxed);
                     if start >= n {
@@ -257,11 +370,40 @@ impl Bench<'_> {
         Ok(())
     }
 
-    async fn throughput_run(&self, relays: usize, db: &str) -> anyhow::Result<(f64, f64, f64)> {
-        let n = self.args.events;
-        let url = self.fresh_db(db).await?;
-        let client = connect(&url).await?;
-        let procs = self.start_relays(&url, relays).await?;
+    async fn throughput_run(&self, relays: usize, db: &str) -> anyhow::Result<Drained> {
+        self.throughput_run_as(relays, db, self.tuning()).await
+    }
+
+    /// `--events` events committed by the producers on a fresh database and drained by `relays`
+    /// relays configured as `tuning` says.
+    async fn throughput_run_as(
+        &self,
+        relays: usize,
+        db: &str,
+        tuning: Tuning,
+    ) -> anyhow::Result<Drained> {
+        let url = self.fresh_db_as(db, tuning).await?;
+        let procs = self.start_relays_as(&url, relays, tuning).await?;
+        let drained = self
+            .drain(&url, &procs, self.args.events, INSERT_RANGE)
+            .await?;
+        for p in procs {
+            p.stop();
+        }
+        Ok(drained)
+    }
+
+    /// Commits `n` events with `insert` (see [`Bench::produce_with`]) while `procs` deliver them;
+    /// the clock stops when the receiver has every request and every attempt is recorded. Checks
+    /// exactly once (each event matches one webhook) and prints where the CPU went.
+    async fn drain(
+        &self,
+        url: &str,
+        procs: &[RelayProc],
+        n: u64,
+        insert: &str,
+    ) -> anyhow::Result<Drained> {
+        let client = connect(url).await?;
         self.reset_receiver().await?;
         let cpu0: f64 = procs.iter().map(|p| p.cpu_seconds()).sum();
         let (machine0, own0, receiver0) = (
@@ -270,7 +412,7 @@ impl Bench<'_> {
             self.receiver.cpu_seconds(),
         );
         let t0 = Instant::now();
-        self.produce(&url, n, self.args.batch).await?;
+        self.produce_with(url, n, self.args.batch, insert).await?;
         let committed = t0.elapsed();
         let t1 = self
             .wait_drained(&client, n, Duration::from_secs(600))
@@ -296,42 +438,32 @@ impl Bench<'_> {
                 distinct.len()
             );
         }
-        for p in procs {
-            p.stop();
-        }
-        let us = |s: f64| s / n as f64 * 1e6;
+        print_cpu_split(n, elapsed, cpu, machine, producers, receiver);
         println!(
-            "  CPU per delivery: relay {:.0} µs, Postgres and the rest {:.0} µs, receiver {:.0} µs, \
-             benchmark producers {:.0} µs; machine busy {:.0}% of {} cores",
-            us(cpu),
-            us(machine - cpu - producers - receiver),
-            us(receiver),
-            us(producers),
-            machine
-                / elapsed.as_secs_f64()
-                / std::thread::available_parallelism()
-                    .map(|n| n.get() as f64)
-                    .unwrap_or(1.0)
-                * 100.0,
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        );
-        println!(
-            "throughput, {relays} relay(s): {n} events committed in {:.2}s, all delivered and recorded in {:.2}s \
+            "  {n} events committed in {:.2}s, all delivered and recorded in {:.2}s \
              = {rate:.0} deliveries/s; relay CPU {cpu:.2}s; peak RSS {rss:.1} MiB",
             committed.as_secs_f64(),
             elapsed.as_secs_f64()
         );
-        Ok((rate, cpu / n as f64 * 10_000.0, rss))
+        Ok(Drained {
+            rate,
+            cpu_per_10k: cpu / n as f64 * 10_000.0,
+            rss,
+        })
     }
 
     async fn throughput(&mut self) -> anyhow::Result<()> {
-        let (rate, cpu_per_10k, rss) = self.throughput_run(1, "outbox_bench_tp").await?;
+        println!("throughput, 1 relay, {}:", self.tuning().label());
+        let Drained {
+            rate,
+            cpu_per_10k,
+            rss,
+        } = self.throughput_run(1, "outbox_bench_tp").await?;
         self.rows.push(Row {
             what: format!(
-                "sustained throughput ({} events, 1 relay)",
-                self.args.events
+                "sustained throughput ({} events, 1 relay, {})",
+                self.args.events,
+                self.tuning().label()
             ),
             target: "≥ 10,000/s (stretch 20,000)".into(),
             measured: format!("{rate:.0} deliveries/s"),
@@ -354,9 +486,11 @@ impl Bench<'_> {
 
     async fn scaleout(&mut self) -> anyhow::Result<()> {
         for relays in [2usize, 3] {
-            let (rate, _, _) = self
+            println!("throughput, {relays} relays, {}:", self.tuning().label());
+            let rate = self
                 .throughput_run(relays, &format!("outbox_bench_scale{relays}"))
-                .await?;
+                .await?
+                .rate;
             self.rows.push(Row {
                 what: format!("throughput with {relays} relays, no duplicate attempts"),
                 target: "(reported; shares the work)".into(),
@@ -942,6 +1076,36 @@ fn trigger_cpu_share(pgbench: &Path, url: &str, seconds: u64, native: bool) -> R
         ));
     }
     Ok(in_trigger as f64 * 100.0 / busy as f64)
+}
+
+/// Where the CPU of a drain went, per delivery.
+fn print_cpu_split(
+    n: u64,
+    elapsed: Duration,
+    relay: f64,
+    machine: f64,
+    producers: f64,
+    receiver: f64,
+) {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let us = |s: f64| s / n as f64 * 1e6;
+    println!(
+        "  CPU per delivery: relay {:.0} µs, Postgres and the rest {:.0} µs, receiver {:.0} µs, \
+         benchmark producers {:.0} µs; machine busy {:.0}% of {cores} cores",
+        us(relay),
+        us(machine - relay - producers - receiver),
+        us(receiver),
+        us(producers),
+        machine / elapsed.as_secs_f64() / cores as f64 * 100.0,
+    );
+}
+
+/// The median of `v` (the upper one of an even count); 0 for none.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 fn verdict(ok: bool) -> &'static str {

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use outbox_relay::retention::{Pass, Retention};
 use tokio_util::sync::CancellationToken;
 
-use super::{Bench, Row, connect, verdict};
+use super::{Bench, Row, connect, median, verdict};
 use crate::procs::machine_busy_seconds;
 
 /// Events `$1..=$2`. The first `$3` are a month old, one millisecond apart; the others two days
@@ -91,11 +91,6 @@ struct Log {
     /// The last cutoff passed.
     cutoff: Option<DateTime<Utc>>,
     rounds: Vec<Timed>,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 impl Bench<'_> {
