@@ -264,7 +264,7 @@ test('retry of a dead delivery, then of the filtered set after its count', async
   await remember('retry');
   const dead = count("SELECT count(*) FROM outbox.delivery_log WHERE webhook = 'failing' AND status = 'dead'");
   assert.equal(dead, 2);
-  assert.match(await page.textContent('#retry-count'), /^2 dead deliveries match for webhook failing/);
+  assert.match(await page.textContent('#bulk-count'), /^2 dead deliveries match for webhook failing/);
   await Promise.all([page.waitForNavigation(), page.getByRole('button', { name: 'Retry 2 deliveries' }).click()]);
   assert.match(await page.textContent('.flash'), /Re-queued 2 deliveries/);
   await waitFor('the re-queued set to succeed', () =>
@@ -294,6 +294,20 @@ test('pause holds new deliveries, resume sends them', async () => {
       throw new Error(`${e.message}: ${sql("SELECT row_to_json(d)::text FROM outbox.deliveries d WHERE entity_id = '4'")}`);
     });
   assert.ok(received.some((r) => r.url === '/shop/4'));
+});
+
+test('the pending deliveries of a filtered queue are cancelled after their count', async () => {
+  sql("UPDATE outbox.webhooks SET active = false WHERE name = 'failing'");
+  for (const id of [6, 7]) sql(`SELECT outbox.emit('order.created', 'order', '${id}', '{"id": ${id}}'::jsonb, '{"shop": "nl"}'::jsonb)`);
+  await waitFor('the paused webhook to queue both', () =>
+    count("SELECT count(*) FROM outbox.deliveries WHERE webhook = 'failing' AND status = 'pending'") === 2);
+  await visit('/ui/deliveries?status=pending&webhook=failing');
+  await Promise.all([page.waitForNavigation(), page.click('#bulk-cancel')]);
+  assert.match(await page.textContent('#bulk-count'), /^2 pending deliveries match for webhook failing/);
+  await Promise.all([page.waitForNavigation(), page.getByRole('button', { name: 'Cancel 2 deliveries' }).click()]);
+  assert.match(await page.textContent('.flash'), /Cancelled 2 deliveries/);
+  assert.equal(count("SELECT count(*) FROM outbox.delivery_log WHERE webhook = 'failing' AND status = 'cancelled'"), 2);
+  sql("UPDATE outbox.webhooks SET active = true WHERE name = 'failing'");
 });
 
 test('test renders the exact request for a record and Send test reaches the receiver', async () => {
@@ -358,6 +372,7 @@ test('the queue refreshes itself and pages by id', async () => {
   sql(`SELECT outbox.emit('order.created', 'order', '5', '{"id": 5}'::jsonb, '{"shop": "nl"}'::jsonb)`);
   await waitFor('the live refresh to show the new delivery', async () =>
     Number(await page.locator('#rows tr[data-id]').first().getAttribute('data-id')) > newest);
+  await remember('queue');
   const all = count('SELECT count(*) FROM outbox.delivery_log');
   assert.ok(all < 100, 'one page holds them all here');
   assert.equal(await page.locator('#older').count(), 0);

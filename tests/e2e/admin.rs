@@ -212,4 +212,18 @@ async fn the_queue_pages_by_id_and_selections_are_counted_before_a_retry() {
     assert_eq!(figures.webhooks[0].attempts, 5);
     assert_eq!(figures.webhooks[0].failed_attempts, 5);
     assert!(figures.webhooks[0].needs_attention());
+
+    // The pending rest, counted first, then cancelled at once.
+    let rest = Filter {
+        webhook: Some("w".into()),
+        ..Default::default()
+    };
+    assert_eq!(deliveries::count_pending(&client, &rest).await.unwrap(), 4);
+    let cancelled = deliveries::cancel_selection(&client, &rest).await.unwrap();
+    assert_eq!(cancelled.cancelled.len(), 4);
+    assert!(cancelled.skipped.is_empty());
+    assert_eq!(
+        overview::overview(&client).await.unwrap().queue.cancelled,
+        5
+    );
 }

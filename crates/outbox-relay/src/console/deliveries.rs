@@ -105,6 +105,8 @@ pub struct ListQuery {
     rows: Option<String>,
     /// How many a retry of the filtered set just re-queued.
     requeued: Option<usize>,
+    /// How many a cancel of the filtered set just cancelled.
+    cancelled: Option<usize>,
 }
 
 pub async fn list(ui: Ui, Query(q): Query<ListQuery>) -> Response {
@@ -135,7 +137,7 @@ pub async fn list(ui: Ui, Query(q): Query<ListQuery>) -> Response {
         "retryable": FINISHED.contains(&q.filters.status.as_str()),
         "limit": PAGE,
         "error": error,
-        "flash": q.requeued.map(|n| format!("Re-queued {n} deliver{}.", if n == 1 { "y" } else { "ies" })),
+        "flash": flash(&q),
     });
     if q.rows.is_some() {
         return match ui
@@ -150,6 +152,16 @@ pub async fn list(ui: Ui, Query(q): Query<ListQuery>) -> Response {
     ui.page(StatusCode::OK, "deliveries.html", "deliveries", values)
 }
 
+/// What a bulk action just did.
+fn flash(q: &ListQuery) -> Option<String> {
+    let plural = |n: usize| if n == 1 { "y" } else { "ies" };
+    match (q.requeued, q.cancelled) {
+        (Some(n), _) => Some(format!("Re-queued {n} deliver{}.", plural(n))),
+        (_, Some(n)) => Some(format!("Cancelled {n} deliver{}.", plural(n))),
+        _ => None,
+    }
+}
+
 fn empty() -> deliveries::Page {
     deliveries::Page {
         deliveries: Vec::new(),
@@ -157,25 +169,73 @@ fn empty() -> deliveries::Page {
     }
 }
 
+/// What a bulk action does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bulk {
+    /// Re-queue the finished deliveries of the filtered set.
+    Retry,
+    /// Cancel the pending deliveries of the filtered set.
+    Cancel,
+}
+
+impl Bulk {
+    fn verb(self) -> &'static str {
+        match self {
+            Bulk::Retry => "Retry",
+            Bulk::Cancel => "Cancel",
+        }
+    }
+}
+
 /// The count of what **Retry** would re-queue, and the button that does it.
 pub async fn retry_confirm(ui: Ui, Query(filters): Query<FilterQuery>) -> Response {
+    confirm(ui, filters, Bulk::Retry).await
+}
+
+/// The count of what **Cancel** would cancel, and the button that does it.
+pub async fn cancel_confirm(ui: Ui, Query(filters): Query<FilterQuery>) -> Response {
+    confirm(ui, filters, Bulk::Cancel).await
+}
+
+async fn confirm(ui: Ui, filters: FilterQuery, bulk: Bulk) -> Response {
+    let back = format!("/ui/deliveries?{}", filters.query());
     let client = match ui.state.pool.get().await {
         Ok(c) => c,
-        Err(e) => return ui.error(e.into(), "/ui/deliveries"),
+        Err(e) => return ui.error(e.into(), &back),
     };
-    let back = format!("/ui/deliveries?{}", filters.query());
-    let count = match filters.selection() {
-        Ok(s) => deliveries::count_selection(&**client, &s).await,
-        Err(e) => Err(e),
+    let count = match bulk {
+        Bulk::Retry => match filters.selection() {
+            Ok(s) => deliveries::count_selection(&**client, &s).await,
+            Err(e) => Err(e),
+        },
+        Bulk::Cancel => match filters.filter() {
+            Ok(f) => deliveries::count_pending(&**client, &f).await,
+            Err(e) => Err(e),
+        },
+    };
+    let (status, action, explain) = match bulk {
+        Bulk::Retry => (
+            filters.status.clone(),
+            "/ui/deliveries/retry",
+            "Each is re-queued with a fresh attempt budget and keeps its id (and webhook-id).",
+        ),
+        Bulk::Cancel => (
+            "pending".to_string(),
+            "/ui/deliveries/cancel",
+            "Each is kept as cancelled and not sent; one being attempted when this runs is left alone.",
+        ),
     };
     match count {
         Ok(count) => ui.page(
             StatusCode::OK,
-            "retry.html",
+            "bulk.html",
             "deliveries",
             json!({
+                "verb": bulk.verb(),
+                "action": action,
+                "explain": explain,
                 "count": count,
-                "status": filters.status,
+                "status": status,
                 "webhook": FilterQuery::given(&filters.webhook),
                 "entity": FilterQuery::given(&filters.entity),
                 "entity_id": FilterQuery::given(&filters.entity_id),
@@ -188,27 +248,40 @@ pub async fn retry_confirm(ui: Ui, Query(filters): Query<FilterQuery>) -> Respon
 }
 
 pub async fn retry_selection(ui: Ui, form: Form) -> Response {
+    run_bulk(ui, form, Bulk::Retry).await
+}
+
+pub async fn cancel_selection(ui: Ui, form: Form) -> Response {
+    run_bulk(ui, form, Bulk::Cancel).await
+}
+
+async fn run_bulk(ui: Ui, form: Form, bulk: Bulk) -> Response {
     let filters = FilterQuery::from_form(&form);
     let back = format!("/ui/deliveries?{}", filters.query());
     let client = match ui.state.pool.get().await {
         Ok(c) => c,
         Err(e) => return ui.error(e.into(), &back),
     };
-    let done = match filters.selection() {
-        Ok(s) => deliveries::retry_selection(&**client, &s).await,
-        Err(e) => Err(e),
+    let done = match bulk {
+        Bulk::Retry => match filters.selection() {
+            Ok(s) => deliveries::retry_selection(&**client, &s)
+                .await
+                .map(|r| ("requeued", r.requeued.len())),
+            Err(e) => Err(e),
+        },
+        Bulk::Cancel => match filters.filter() {
+            Ok(f) => deliveries::cancel_selection(&**client, &f)
+                .await
+                .map(|c| ("cancelled", c.cancelled.len())),
+            Err(e) => Err(e),
+        },
     };
     match done {
-        Ok(retried) => {
-            // They are queued again: show the filtered queue whatever their status is now.
+        Ok((what, n)) => {
+            // Their status changed: show the filtered queue whatever their status is now.
             let mut filters = filters;
             filters.status = String::new();
-            Redirect::to(&format!(
-                "/ui/deliveries?{}&requeued={}",
-                filters.query(),
-                retried.requeued.len()
-            ))
-            .into_response()
+            Redirect::to(&format!("/ui/deliveries?{}&{what}={n}", filters.query())).into_response()
         }
         Err(e) => ui.error(e, &back),
     }

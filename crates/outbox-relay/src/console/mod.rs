@@ -84,6 +84,10 @@ pub fn routes(state: AppState) -> Router<AppState> {
             "/ui/deliveries/retry",
             get(deliveries::retry_confirm).post(deliveries::retry_selection),
         )
+        .route(
+            "/ui/deliveries/cancel",
+            get(deliveries::cancel_confirm).post(deliveries::cancel_selection),
+        )
         .route("/ui/deliveries/{id}", get(deliveries::detail))
         .route("/ui/deliveries/{id}/retry", post(deliveries::retry))
         .route("/ui/deliveries/{id}/cancel", post(deliveries::cancel))

@@ -24,7 +24,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("deliveries.html", include_str!("templates/deliveries.html")),
     ("rows.html", include_str!("templates/rows.html")),
     ("rows_table.html", include_str!("templates/rows_table.html")),
-    ("retry.html", include_str!("templates/retry.html")),
+    ("bulk.html", include_str!("templates/bulk.html")),
     ("delivery.html", include_str!("templates/delivery.html")),
 ];
 

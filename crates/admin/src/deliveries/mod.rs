@@ -1,5 +1,5 @@
 //! The webhook queue: deliveries listed (filtered, newest first, a page at a time), shown with
-//! every attempt, re-queued (named, or a selection counted first) and cancelled.
+//! every attempt; re-queued and cancelled (named, or a selection counted first) in [`actions`].
 
 use chrono::{DateTime, Utc};
 use outbox_core::Event;
@@ -8,7 +8,13 @@ use serde::Serialize;
 use tokio_postgres::GenericClient;
 
 use crate::error::AdminError;
-use crate::sql;
+
+mod actions;
+
+pub use actions::{
+    Cancelled, Retried, Selection, cancel, cancel_selection, count_pending, count_selection, retry,
+    retry_selection, select,
+};
 
 /// The statuses of a delivery, in the order of its life.
 pub const STATUSES: [&str; 5] = ["pending", "in_flight", "succeeded", "dead", "cancelled"];
@@ -240,189 +246,4 @@ pub async fn event(client: &impl GenericClient, id: i64) -> Result<Option<Event>
         .map_err(|e| AdminError::Render {
             message: format!("event {id} cannot be read: {e}"),
         })
-}
-
-/// What a retry did.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Retried {
-    pub requeued: Vec<i64>,
-    /// Selected but not re-queued: in flight, or their webhook was deleted meanwhile.
-    pub skipped: Vec<i64>,
-}
-
-/// Re-queues deliveries; returns the ids that were re-queued.
-async fn requeue(client: &impl GenericClient, ids: &[i64]) -> Result<Vec<i64>, AdminError> {
-    let rows = client.query(outbox_core::sql::RETRY, &[&ids]).await?;
-    // Wake the relays' senders.
-    client
-        .execute("SELECT pg_notify('outbox_deliveries', '')", &[])
-        .await?;
-    rows.iter()
-        .map(|r| r.try_get(0).map_err(AdminError::from))
-        .collect()
-}
-
-async fn requeue_all(client: &impl GenericClient, ids: &[i64]) -> Result<Retried, AdminError> {
-    let mut requeued = Vec::new();
-    for chunk in ids.chunks(1000) {
-        requeued.extend(requeue(client, chunk).await?);
-    }
-    let skipped = ids
-        .iter()
-        .filter(|i| !requeued.contains(i))
-        .copied()
-        .collect();
-    Ok(Retried { requeued, skipped })
-}
-
-/// Re-queues the named deliveries with a fresh attempt budget. They are checked first: an
-/// unknown id, or one whose webhook was deleted, is an error and nothing is re-queued. One being
-/// attempted right now is skipped (the others are re-queued).
-pub async fn retry(client: &impl GenericClient, ids: &[i64]) -> Result<Retried, AdminError> {
-    let rows = client.query(outbox_core::sql::RETRY_CHECK, &[&ids]).await?;
-    let found: Vec<i64> = rows
-        .iter()
-        .map(|r| r.try_get(0))
-        .collect::<Result<_, _>>()?;
-    let mut unknown: Vec<i64> = Vec::new();
-    for id in ids {
-        if !found.contains(id) && !unknown.contains(id) {
-            unknown.push(*id);
-        }
-    }
-    if !unknown.is_empty() {
-        return Err(AdminError::NoDeliveries { ids: unknown });
-    }
-    let mut orphans = Vec::new();
-    for r in &rows {
-        if !r.try_get::<_, bool>(3)? {
-            orphans.push((r.try_get(0)?, r.try_get(2)?));
-        }
-    }
-    if !orphans.is_empty() {
-        return Err(AdminError::WebhookDeleted {
-            deliveries: orphans,
-        });
-    }
-    let retried = requeue_all(client, ids).await?;
-    tracing::info!(
-        requeued = retried.requeued.len(),
-        "deliveries re-queued by an operator"
-    );
-    Ok(retried)
-}
-
-/// Finished deliveries picked by what they are rather than by id (`deliveries retry --status`,
-/// the console's "Retry" of a filtered queue).
-#[derive(Debug, Clone, Default)]
-pub struct Selection {
-    /// One of [`FINISHED`].
-    pub status: String,
-    pub webhook: Option<String>,
-    pub entity: Option<String>,
-    pub entity_id: Option<String>,
-    /// Finished at or after.
-    pub since: Option<DateTime<Utc>>,
-    /// Created at or after / before (the queue's time filter).
-    pub created_since: Option<DateTime<Utc>>,
-    pub created_until: Option<DateTime<Utc>>,
-}
-
-impl Selection {
-    fn check(&self) -> Result<(), AdminError> {
-        if !FINISHED.contains(&self.status.as_str()) {
-            return Err(AdminError::bad(
-                "status",
-                format!(
-                    "status {:?}: only finished deliveries (succeeded, dead, cancelled) can be re-queued by status",
-                    self.status
-                ),
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// The ids a selection picks, oldest first.
-pub async fn select(
-    client: &impl GenericClient,
-    selection: &Selection,
-) -> Result<Vec<i64>, AdminError> {
-    selection.check()?;
-    let rows = client
-        .query(
-            "SELECT id FROM outbox.deliveries_done
-             WHERE status = $1 AND ($2::text IS NULL OR webhook = $2)
-               AND ($3::timestamptz IS NULL OR updated_at >= $3)
-               AND ($4::text IS NULL OR entity = $4) AND ($5::text IS NULL OR entity_id = $5)
-               AND ($6::timestamptz IS NULL OR created_at >= $6)
-               AND ($7::timestamptz IS NULL OR created_at < $7)
-             ORDER BY id",
-            &[
-                &selection.status,
-                &selection.webhook,
-                &selection.since,
-                &selection.entity,
-                &selection.entity_id,
-                &selection.created_since,
-                &selection.created_until,
-            ],
-        )
-        .await?;
-    rows.iter()
-        .map(|r| r.try_get(0).map_err(AdminError::from))
-        .collect()
-}
-
-/// How many deliveries a selection picks (to say before re-queuing them).
-pub async fn count_selection(
-    client: &impl GenericClient,
-    selection: &Selection,
-) -> Result<usize, AdminError> {
-    Ok(select(client, selection).await?.len())
-}
-
-/// Re-queues whatever the selection picks; what cannot be re-queued now is listed as skipped.
-pub async fn retry_selection(
-    client: &impl GenericClient,
-    selection: &Selection,
-) -> Result<Retried, AdminError> {
-    let ids = select(client, selection).await?;
-    let retried = requeue_all(client, &ids).await?;
-    tracing::info!(
-        requeued = retried.requeued.len(),
-        status = %selection.status,
-        "selected deliveries re-queued by an operator"
-    );
-    Ok(retried)
-}
-
-/// Cancels a pending delivery: it is not sent (again) and is kept as cancelled. A delivery being
-/// attempted, or already finished, cannot be cancelled.
-pub async fn cancel(client: &impl GenericClient, id: i64) -> Result<(), AdminError> {
-    let rows = client.query(sql::DELIVERY_CANCEL, &[&id]).await?;
-    let Some(row) = rows.first() else {
-        let detail = show(client, id).await?;
-        return Err(AdminError::NotCancellable {
-            id,
-            status: detail.delivery.status,
-        });
-    };
-    if row.try_get::<_, bool>(4)? {
-        // The record's next delivery of an ordered webhook may go now.
-        let webhook_id: i64 = row.try_get(1)?;
-        let entity: String = row.try_get(2)?;
-        let entity_id: String = row.try_get(3)?;
-        client
-            .execute(
-                outbox_core::sql::RELEASE_NEXT,
-                &[&vec![webhook_id], &vec![entity], &vec![entity_id]],
-            )
-            .await?;
-    }
-    client
-        .execute("SELECT pg_notify('outbox_deliveries', '')", &[])
-        .await?;
-    tracing::info!(delivery = id, "delivery cancelled by an operator");
-    Ok(())
 }
