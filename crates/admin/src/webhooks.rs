@@ -213,7 +213,8 @@ pub async fn stats(
                     "in_flight" => entry.in_flight = n,
                     "succeeded" => entry.succeeded = n,
                     "dead" => entry.dead = n,
-                    _ => entry.cancelled = n,
+                    "cancelled" => entry.cancelled = n,
+                    _ => {}
                 }
             }
         }

@@ -1,5 +1,5 @@
 //! The webhook queue: deliveries listed (filtered, newest first, a page at a time), shown with
-//! every attempt; re-queued and cancelled (named, or a selection counted first) in [`actions`].
+//! every attempt; re-queued and cancelled (named, or a selection counted first).
 
 use chrono::{DateTime, Utc};
 use outbox_core::Event;
