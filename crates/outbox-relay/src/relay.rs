@@ -124,10 +124,16 @@ impl Relay {
                 health.clone(),
                 shutdown.clone(),
             )),
-            tokio::spawn(vacuum_loop(pool.clone(), shutdown.clone())),
+            tokio::spawn(crate::maintenance::vacuum::run(
+                pool.clone(),
+                shutdown.clone(),
+            )),
             tokio::spawn(metrics_upkeep(metrics.clone(), shutdown.clone())),
-            tokio::spawn(crate::sampler::run(pool.clone(), shutdown.clone())),
-            tokio::spawn(crate::retention::run(
+            tokio::spawn(crate::maintenance::sampler::run(
+                pool.clone(),
+                shutdown.clone(),
+            )),
+            tokio::spawn(crate::maintenance::retention::run(
                 pool.clone(),
                 settings.retention,
                 shutdown.clone(),
@@ -497,34 +503,6 @@ async fn queued_due(pool: &Pool, catalog: &Catalog, limit: i64) -> Result<i64, o
     Ok(client.query_one(&statement, &[&ids, &limit]).await?.get(0))
 }
 
-/// Vacuums the hot queue every few seconds. Every delivery leaves two dead rows behind (claimed,
-/// finished) within seconds; autovacuum wakes up once a minute at most, and by then a busy relay
-/// has left a million, which every claim would wade through. Vacuuming a small, mostly-dead table
-/// often is cheap; `SKIP_LOCKED` lets concurrent relays take turns.
-async fn vacuum_loop(pool: Pool, shutdown: CancellationToken) {
-    let mut warned = false;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(VACUUM_EVERY) => {}
-        }
-        let result = async {
-            let client = pool.get().await?;
-            client
-                .batch_execute("VACUUM (SKIP_LOCKED) outbox.deliveries")
-                .await?;
-            Ok::<_, outbox_core::Error>(())
-        }
-        .await;
-        if let Err(e) = result
-            && !warned
-        {
-            warned = true;
-            tracing::warn!(error = %e, "cannot vacuum outbox.deliveries (autovacuum will, less often); the relay's database user should own the outbox schema");
-        }
-    }
-}
-
 /// Folds recorded histogram samples into their buckets every few seconds. The exporter otherwise
 /// keeps every sample until the next scrape, so a relay nobody scrapes would grow by a few bytes per
 /// delivery, forever.
@@ -539,6 +517,3 @@ async fn metrics_upkeep(
         }
     }
 }
-
-/// How often the relay vacuums the hot queue.
-const VACUUM_EVERY: Duration = Duration::from_secs(5);
