@@ -6,25 +6,9 @@ use base64::Engine;
 use outbox_core::{WebhookSpec, parse_duration};
 use outbox_renderer::Templates;
 
+use crate::field_error::FieldError;
 use crate::signature::Signer;
 use crate::tls::TlsSettings;
-
-/// A problem with one configuration field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> FieldError {
-        FieldError {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
 
 /// A webhook compiled for sending.
 pub struct Endpoint {

@@ -30,6 +30,7 @@
 
 mod endpoint;
 mod error;
+mod field_error;
 mod network;
 pub mod policy;
 pub mod related;
@@ -41,8 +42,9 @@ mod tls_config;
 mod transport;
 mod x509;
 
-pub use endpoint::{Directory, Endpoint, FieldError};
+pub use endpoint::{Directory, Endpoint};
 pub use error::Error;
+pub use field_error::FieldError;
 pub use network::{METADATA, NetworkPolicy};
 pub use policy::AttemptOutcome;
 pub use related::RelatedError;

@@ -12,7 +12,7 @@ use rustls_pki_types::pem::{self, PemObject, SectionKind};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 
-use crate::endpoint::FieldError;
+use crate::field_error::FieldError;
 use crate::x509;
 
 /// The TLS material of one webhook. Holds a private key: its `Debug` shows only a fingerprint.
