@@ -101,7 +101,7 @@ pub(crate) async fn run(
                 // Let a few more slots free up so the next claim is a batch, not a trickle.
                 let want = (concurrency.min(shared.options.claim_batch) / 4).max(1);
                 let deadline = tokio::time::Instant::now() + Duration::from_millis(2);
-                while d.slots.available_permits() < want {
+                while !d.room_for_a_batch(want) {
                     tokio::select! {
                         _ = d.freed.notified() => {}
                         _ = tokio::time::sleep_until(deadline) => break,
@@ -133,6 +133,23 @@ struct Want {
 }
 
 impl Dispatcher {
+    /// Whether enough has finished for the next claim to be a batch: `global` of the relay's
+    /// slots are free, and a webhook with requests in flight (the ones a claim fills) has a
+    /// quarter of its limit free. Without the second, a webhook held by its own limit below the
+    /// relay's concurrency would be claimed for one delivery at a time.
+    fn room_for_a_batch(&self, global: usize) -> bool {
+        if self.slots.available_permits() < global {
+            return false;
+        }
+        let loads = self.in_flight.lock().expect("in-flight counts");
+        let mut busy_webhooks = loads.values().filter(|l| l.busy > 0).peekable();
+        busy_webhooks.peek().is_none()
+            || busy_webhooks.any(|l| {
+                let limit = l.limit.current();
+                limit.saturating_sub(l.busy) >= (limit / 4).max(1)
+            })
+    }
+
     /// Claims what fits and starts a task per delivery. Says what to do next.
     async fn claim_round(&mut self) -> Result<Next, Error> {
         let free = self
@@ -239,15 +256,15 @@ impl Dispatcher {
             let Ok(permit) = self.slots.clone().try_acquire_owned() else {
                 break; // cannot happen: we claimed no more than the free slots
             };
-            let busy = {
-                let mut loads = self.in_flight.lock().expect("in-flight counts");
-                let load = loads.entry(endpoint.id).or_insert_with(|| Load {
+            self.in_flight
+                .lock()
+                .expect("in-flight counts")
+                .entry(endpoint.id)
+                .or_insert_with(|| Load {
                     busy: 0,
                     limit: Limit::adaptive(ceiling(&endpoint, concurrency)),
-                });
-                load.busy += 1;
-                load.busy
-            };
+                })
+                .busy += 1;
             let shared = self.shared.clone();
             let done = self.done.clone();
             let in_flight = self.in_flight.clone();
@@ -263,6 +280,9 @@ impl Dispatcher {
                     .expect("in-flight counts")
                     .get_mut(&endpoint.id)
                 {
+                    // Whether the limit held requests back is judged now, with this request still
+                    // counted: at the moment it started, a claim may have been filling the limit.
+                    let busy = load.busy;
                     load.busy = load.busy.saturating_sub(1);
                     load.limit.learn(signal, busy, Instant::now());
                 }

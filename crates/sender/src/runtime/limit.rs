@@ -3,13 +3,14 @@
 //! Netflix's concurrency-limits.
 //!
 //! - It starts at [`INITIAL`] and, while the receiver answers promptly and the limit is actually
-//!   used, grows fast (slow start: +1 per answer, so it doubles per round trip) until the first
+//!   used (the webhook had as many requests in flight as its limit when the answer came), grows
+//!   fast (slow start: +1 per answer, so it doubles per round trip) until the first
 //!   sign of trouble, then slowly (+1 per round trip).
 //! - Trouble halves it, at most once per round trip: a timeout, a connection error, `429`, or a
 //!   5xx — the receiver is overloaded or failing, and more concurrency would only make it worse
 //!   (and tie up the relay's slots, which other webhooks need).
 //! - While answers take much longer than they usually do (a short-term average of the round trip
-//!   over twice the long-term one), requests queue at the receiver: the limit stops growing.
+//!   over twice the long-term one), requests queue at the receiver: the limit does not grow.
 //!   Latency alone never lowers it: on a busy machine round trips are noisy, and a limit that
 //!   shrank on noise would throttle a healthy receiver.
 //! - It never goes below 1 nor above its ceiling: the webhook's `max_in_flight` when set, else
@@ -71,9 +72,8 @@ impl Limit {
         self.threshold = self.threshold.min(self.ceiling);
     }
 
-    /// Learns from one answer. `busy` is how many requests of this webhook were in flight when
-    /// the request was sent, itself included: the limit only grows when it was what held
-    /// requests back.
+    /// Learns from one answer. `busy` is how many requests of this webhook are in flight as the
+    /// answer comes, itself included: the limit only grows when it was what held requests back.
     pub fn learn(&mut self, signal: Signal, busy: usize, now: Instant) {
         match signal {
             Signal::Nothing => {}
@@ -88,8 +88,10 @@ impl Limit {
                 if let (Some(recent), Some(usual)) = (self.recent, self.usual)
                     && recent > usual * 2.0 + 0.005
                 {
-                    // Queueing at the receiver: no more growth, and no more slow start.
-                    self.threshold = self.threshold.min(self.limit);
+                    // Queueing at the receiver (or a busy machine): no growth while it lasts. Slow
+                    // start stays: on a machine whose CPU is saturated round trips rise with any
+                    // load, and ending slow start on that would keep the limit, and with it claims
+                    // and completions, small for good.
                     return;
                 }
                 if (busy as f64) + 1.0 < self.limit {
