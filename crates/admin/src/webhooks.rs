@@ -9,6 +9,7 @@ use outbox_core::WebhookSpec;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio_postgres::GenericClient;
+use tokio_postgres::types::ToSql;
 
 use crate::error::AdminError;
 use crate::sql;
@@ -222,51 +223,86 @@ pub async fn stats(
     Ok(out)
 }
 
+/// The JSON-valued columns of a webhook row, serialized once for the upsert.
+struct Stored<'a> {
+    spec: &'a WebhookSpec,
+    method: String,
+    headers: Value,
+    auth: Option<Value>,
+    signature: Option<Value>,
+    tls: Option<Value>,
+}
+
+impl<'a> Stored<'a> {
+    fn of(spec: &'a WebhookSpec) -> Stored<'a> {
+        let json = |v: Result<Value, serde_json::Error>| v.unwrap_or(Value::Null);
+        Stored {
+            spec,
+            method: spec.method.to_ascii_uppercase(),
+            headers: json(serde_json::to_value(&spec.headers)),
+            auth: spec.auth.as_ref().map(|a| json(serde_json::to_value(a))),
+            signature: spec
+                .signature
+                .as_ref()
+                .map(|s| json(serde_json::to_value(s))),
+            tls: spec.tls.as_ref().map(|t| json(serde_json::to_value(t))),
+        }
+    }
+
+    /// The parameters of `sql/queries/webhook_upsert.sql`, in order.
+    fn params(&self) -> [&(dyn ToSql + Sync); 20] {
+        let spec = self.spec;
+        [
+            &spec.name,
+            &spec.contact,
+            &spec.events,
+            &spec.filter,
+            &spec.url,
+            &self.method,
+            &self.headers,
+            &spec.content_type,
+            &spec.body,
+            &spec.priority,
+            &spec.coalesce,
+            &spec.ordered,
+            &spec.active,
+            &spec.timeout,
+            &spec.max_attempts,
+            &spec.retry_schedule,
+            &spec.max_in_flight,
+            &self.auth,
+            &self.signature,
+            &self.tls,
+        ]
+    }
+}
+
 /// Writes a validated webhook: creates it, or replaces the configuration of the webhook of that
-/// name. Returns its id. (`apply` writes through this too.)
+/// name. Returns its id.
 pub async fn upsert(client: &impl GenericClient, spec: &WebhookSpec) -> Result<i64, AdminError> {
-    let headers = serde_json::to_value(&spec.headers).unwrap_or(Value::Null);
-    let json = |v: Option<Value>| v.unwrap_or(Value::Null);
-    let auth = spec
-        .auth
-        .as_ref()
-        .map(|a| json(serde_json::to_value(a).ok()));
-    let signature = spec
-        .signature
-        .as_ref()
-        .map(|s| json(serde_json::to_value(s).ok()));
-    let tls = spec
-        .tls
-        .as_ref()
-        .map(|t| json(serde_json::to_value(t).ok()));
+    let stored = Stored::of(spec);
     let row = client
-        .query_one(
-            sql::WEBHOOK_UPSERT,
-            &[
-                &spec.name,
-                &spec.contact,
-                &spec.events,
-                &spec.filter,
-                &spec.url,
-                &spec.method.to_ascii_uppercase(),
-                &headers,
-                &spec.content_type,
-                &spec.body,
-                &spec.priority,
-                &spec.coalesce,
-                &spec.ordered,
-                &spec.active,
-                &spec.timeout,
-                &spec.max_attempts,
-                &spec.retry_schedule,
-                &spec.max_in_flight,
-                &auth,
-                &signature,
-                &tls,
-            ],
-        )
+        .query_one(sql::WEBHOOK_UPSERT, &stored.params())
         .await?;
     Ok(row.try_get(0)?)
+}
+
+/// Writes many validated webhooks as [`upsert`] does, with one prepared statement whose
+/// executions are pipelined on the connection: the wait is a few round trips, not one per webhook
+/// (`apply` of 10,000 webhooks).
+pub async fn upsert_many(
+    client: &impl GenericClient,
+    specs: &[&WebhookSpec],
+) -> Result<(), AdminError> {
+    if specs.is_empty() {
+        return Ok(());
+    }
+    let statement = client.prepare(sql::WEBHOOK_UPSERT).await?;
+    let stored: Vec<Stored> = specs.iter().map(|s| Stored::of(s)).collect();
+    let params: Vec<_> = stored.iter().map(Stored::params).collect();
+    futures_util::future::try_join_all(params.iter().map(|p| client.query_one(&statement, p)))
+        .await?;
+    Ok(())
 }
 
 /// Checks one webhook given as the table of an `apply` file's `[[webhook]]` (exactly as `apply`

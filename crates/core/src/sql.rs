@@ -32,6 +32,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "retention indexes",
         include_str!("../../../sql/migrations/006_retention.sql"),
     ),
+    (
+        7,
+        "config version once per transaction",
+        include_str!("../../../sql/migrations/007_config_version_once.sql"),
+    ),
 ];
 
 pub const ROUTE_LOCK: &str = include_str!("../../../sql/queries/route_lock.sql");

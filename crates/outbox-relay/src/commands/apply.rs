@@ -139,9 +139,7 @@ pub async fn run(url: &str, path: &Path, dry_run: bool, prune: bool) -> Result<(
     }
 
     let tx = client.transaction().await?;
-    for spec in writes {
-        outbox_admin::webhooks::upsert(&tx, spec).await?;
-    }
+    outbox_admin::webhooks::upsert_many(&tx, &writes).await?;
     for r in relation_writes {
         tx.execute(
             "INSERT INTO outbox.relations (entity, name, query) VALUES ($1, $2, $3)
