@@ -47,6 +47,11 @@ type InFlight = Arc<Mutex<HashMap<i64, Load>>>;
 struct Load {
     busy: usize,
     limit: Limit,
+    /// The last claim for this webhook stopped at its limit (more may have been due): answers
+    /// count as the limit holding requests back, so it grows. Whether it held them back cannot be
+    /// told from the requests in flight when an answer comes: a claim's requests are answered
+    /// together, and all but the first answer see fewer in flight than the limit.
+    held_back: bool,
 }
 
 /// Claims and starts attempts until `shutdown`; then waits for the attempts in flight and drops
@@ -263,6 +268,7 @@ impl Dispatcher {
                 .or_insert_with(|| Load {
                     busy: 0,
                     limit: Limit::adaptive(ceiling(&endpoint, concurrency)),
+                    held_back: false,
                 })
                 .busy += 1;
             let shared = self.shared.clone();
@@ -280,20 +286,30 @@ impl Dispatcher {
                     .expect("in-flight counts")
                     .get_mut(&endpoint.id)
                 {
-                    // Whether the limit held requests back is judged now, with this request still
-                    // counted: at the moment it started, a claim may have been filling the limit.
-                    let busy = load.busy;
+                    // Whether the limit held requests back: the last claim stopped at it, or
+                    // (judged now, this request still counted) the webhook is at it.
+                    let busy = if load.held_back {
+                        load.limit.current()
+                    } else {
+                        load.busy
+                    };
                     load.busy = load.busy.saturating_sub(1);
                     load.limit.learn(signal, busy, Instant::now());
                 }
                 freed.notify_one();
             });
         }
-        let filled_a_webhook = want
-            .ids
-            .iter()
-            .zip(&want.limits)
-            .any(|(id, limit)| per_webhook.get(id).copied().unwrap_or(0) >= *limit);
+        let mut filled_a_webhook = false;
+        {
+            let mut loads = self.in_flight.lock().expect("in-flight counts");
+            for (id, room) in want.ids.iter().zip(&want.limits) {
+                let filled = per_webhook.get(id).copied().unwrap_or(0) >= *room;
+                filled_a_webhook |= filled;
+                if let Some(load) = loads.get_mut(id) {
+                    load.held_back = filled;
+                }
+            }
+        }
         Ok(
             if rows.len() as i64 >= total && self.slots.available_permits() > 0 {
                 // The batch limit, not the queue, ended this claim.
@@ -330,6 +346,7 @@ impl Dispatcher {
             let load = loads.entry(ep.id).or_insert_with(|| Load {
                 busy: 0,
                 limit: Limit::adaptive(ceiling),
+                held_back: false,
             });
             load.limit.set_ceiling(ceiling);
             let room = load.limit.current().saturating_sub(load.busy).min(free);
