@@ -66,6 +66,7 @@ pub(crate) async fn run(
         shared: shared.clone(),
         slots: Arc::new(Semaphore::new(concurrency)),
         in_flight: InFlight::default(),
+        stopped_at: Vec::new(),
         freed: Arc::new(Notify::new()),
         done,
         tasks: JoinSet::new(),
@@ -122,6 +123,8 @@ pub(crate) async fn run(
 
 struct Dispatcher {
     shared: Arc<Shared>,
+    /// The webhooks the last claim stopped at (their limit, not the queue, ended their share).
+    stopped_at: Vec<i64>,
     slots: Arc<Semaphore>,
     in_flight: InFlight,
     freed: Arc<Notify>,
@@ -131,6 +134,8 @@ struct Dispatcher {
 
 /// One webhook's share of a claim.
 struct Want {
+    /// Webhooks with no room left: not claimed for.
+    at_limit: Vec<i64>,
     ids: Vec<i64>,
     limits: Vec<i32>,
     leases: Vec<f64>,
@@ -139,20 +144,24 @@ struct Want {
 
 impl Dispatcher {
     /// Whether enough has finished for the next claim to be a batch: `global` of the relay's
-    /// slots are free, and a webhook with requests in flight (the ones a claim fills) has a
-    /// quarter of its limit free. Without the second, a webhook held by its own limit below the
-    /// relay's concurrency would be claimed for one delivery at a time.
+    /// slots are free, and a webhook the last claim stopped at has a quarter of its limit free.
+    /// Without the second, a webhook held by its own limit below the relay's concurrency would be
+    /// claimed for one delivery at a time. Only the webhooks the claim stopped at are looked at,
+    /// however many are configured.
     fn room_for_a_batch(&self, global: usize) -> bool {
         if self.slots.available_permits() < global {
             return false;
         }
+        if self.stopped_at.is_empty() {
+            return true;
+        }
         let loads = self.in_flight.lock().expect("in-flight counts");
-        let mut busy_webhooks = loads.values().filter(|l| l.busy > 0).peekable();
-        busy_webhooks.peek().is_none()
-            || busy_webhooks.any(|l| {
+        self.stopped_at.iter().any(|id| {
+            loads.get(id).is_none_or(|l| {
                 let limit = l.limit.current();
                 limit.saturating_sub(l.busy) >= (limit / 4).max(1)
             })
+        })
     }
 
     /// Claims what fits and starts a task per delivery. Says what to do next.
@@ -179,7 +188,8 @@ impl Dispatcher {
         } else {
             None
         };
-        let want = self.want(&directory, free, queued.as_ref());
+        let mut want = self.want(&directory, free, queued.as_ref());
+        self.stopped_at = std::mem::take(&mut want.at_limit);
         if want.ids.is_empty() {
             // Every webhook is at its max_in_flight (or none is active).
             return Ok(
@@ -299,17 +309,20 @@ impl Dispatcher {
                 freed.notify_one();
             });
         }
-        let mut filled_a_webhook = false;
+        let at_limit_before = self.stopped_at.len();
         {
             let mut loads = self.in_flight.lock().expect("in-flight counts");
             for (id, room) in want.ids.iter().zip(&want.limits) {
                 let filled = per_webhook.get(id).copied().unwrap_or(0) >= *room;
-                filled_a_webhook |= filled;
+                if filled {
+                    self.stopped_at.push(*id);
+                }
                 if let Some(load) = loads.get_mut(id) {
                     load.held_back = filled;
                 }
             }
         }
+        let filled_a_webhook = self.stopped_at.len() > at_limit_before;
         Ok(
             if rows.len() as i64 >= total && self.slots.available_permits() > 0 {
                 // The batch limit, not the queue, ended this claim.
@@ -332,6 +345,7 @@ impl Dispatcher {
     ) -> Want {
         let mut loads = self.in_flight.lock().expect("in-flight counts");
         let mut want = Want {
+            at_limit: Vec::new(),
             ids: Vec::new(),
             limits: Vec::new(),
             leases: Vec::new(),
@@ -351,6 +365,7 @@ impl Dispatcher {
             load.limit.set_ceiling(ceiling);
             let room = load.limit.current().saturating_sub(load.busy).min(free);
             if room == 0 {
+                want.at_limit.push(ep.id);
                 continue;
             }
             let lookups = if ep.templates.needs_related() {
