@@ -52,8 +52,9 @@ pub fn render(templates: &outbox_renderer::Templates, event: &Event) {
     if let Ok(rendered) = templates.render(&ctx) {
         assert!(rendered.body.len() <= outbox_renderer::MAX_OUTPUT);
         assert!(rendered.url.len() <= outbox_renderer::MAX_OUTPUT);
+        let scheme = rendered.url.get(..8).unwrap_or(&rendered.url).to_ascii_lowercase();
         assert!(
-            rendered.url.starts_with("http://") || rendered.url.starts_with("https://"),
+            scheme.starts_with("http://") || scheme.starts_with("https://"),
             "{:?}",
             rendered.url
         );

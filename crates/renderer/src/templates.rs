@@ -437,6 +437,15 @@ impl io::Write for Capped {
 }
 
 fn check_url(url: &str) -> Result<(), RenderError> {
+    // What is sent must read as what it is: `https:!//host` parses (the parser skips what stands
+    // between the scheme and the host), but is not a URL anyone means.
+    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        return Err(RenderError::BadUrl {
+            url: url.into(),
+            reason: "must start with http:// or https://, e.g. https://example.com/hook".into(),
+        });
+    }
     match url::Url::parse(url) {
         Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => {
             crate::url_path::check_no_dot_segments(url).map_err(|reason| RenderError::BadUrl {
@@ -553,6 +562,29 @@ mod literal_tests {
             env.add_template_owned("t", source.to_string()).unwrap();
             let rendered = env.get_template("t").unwrap().render(()).unwrap();
             assert_eq!(literal_output(source), rendered, "{source:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::{RenderError, check_url};
+
+    #[test]
+    fn urls_must_start_with_their_scheme_and_two_slashes() {
+        // Found by the template_render fuzz target: the URL parser accepts this as https.
+        for bad in [
+            "https:!//carri%er.example/x",
+            "https:/example.com/x",
+            "http:example.com",
+        ] {
+            assert!(
+                matches!(check_url(bad), Err(RenderError::BadUrl { .. })),
+                "{bad:?}"
+            );
+        }
+        for good in ["https://example.com/x", "HTTP://example.com/x"] {
+            assert!(check_url(good).is_ok(), "{good:?}");
         }
     }
 }
