@@ -20,6 +20,7 @@ mod native_fallback;
 mod ops;
 mod outcomes;
 mod queueing;
+mod related_batch;
 mod render;
 mod retention;
 mod secrets;

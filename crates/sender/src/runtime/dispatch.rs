@@ -40,6 +40,11 @@ enum Next {
 /// work (one loose index scan first).
 const PROBE_ALL_UP_TO: usize = 64;
 
+/// How long the set of webhooks with queued work is reused by later claims. New work arrives with
+/// a wake-up, which makes the next claim look again at once; this bounds how late work the
+/// wake-ups do not announce (another relay's retries) is seen.
+const QUEUED_REUSE: Duration = Duration::from_millis(50);
+
 /// Requests in flight, and how many may be, per webhook id.
 type InFlight = Arc<Mutex<HashMap<i64, Load>>>;
 
@@ -67,6 +72,7 @@ pub(crate) async fn run(
         slots: Arc::new(Semaphore::new(concurrency)),
         in_flight: InFlight::default(),
         stopped_at: Vec::new(),
+        queued: None,
         freed: Arc::new(Notify::new()),
         done,
         tasks: JoinSet::new(),
@@ -102,7 +108,7 @@ pub(crate) async fn run(
         let blocked = next == Next::WaitForCapacity;
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = shared.wakeup.notified() => {}
+            _ = shared.wakeup.notified() => d.queued = None,
             _ = d.freed.notified(), if blocked => {
                 // Let a few more slots free up so the next claim is a batch, not a trickle.
                 let want = (concurrency.min(shared.options.claim_batch) / 4).max(1);
@@ -125,6 +131,8 @@ struct Dispatcher {
     shared: Arc<Shared>,
     /// The webhooks the last claim stopped at (their limit, not the queue, ended their share).
     stopped_at: Vec<i64>,
+    /// With many webhooks: those that had queued work when last looked (see [`QUEUED_REUSE`]).
+    queued: Option<(HashSet<i64>, Instant)>,
     slots: Arc<Semaphore>,
     in_flight: InFlight,
     freed: Arc<Notify>,
@@ -176,29 +184,37 @@ impl Dispatcher {
         let directory = self.shared.directory.load_full();
         let client = self.shared.pool.get().await?;
         // With many webhooks configured, claim only for those with queued work: the claim probes
-        // every webhook it is given.
+        // every webhook it is given. The set is reused for a moment while claims keep finding work.
         let queued = if directory.sendable.len() > PROBE_ALL_UP_TO {
-            let statement = client.prepare_cached(sql::QUEUED_WEBHOOKS).await?;
-            let rows = client.query(&statement, &[]).await?;
-            Some(
-                rows.iter()
-                    .map(|r| r.try_get(0))
-                    .collect::<Result<HashSet<i64>, _>>()?,
-            )
+            match self.queued.take() {
+                Some((ids, at)) if at.elapsed() < QUEUED_REUSE => Some((ids, at)),
+                _ => {
+                    let statement = client.prepare_cached(sql::QUEUED_WEBHOOKS).await?;
+                    let rows = client.query(&statement, &[]).await?;
+                    let ids = rows
+                        .iter()
+                        .map(|r| r.try_get(0))
+                        .collect::<Result<HashSet<i64>, _>>()?;
+                    Some((ids, Instant::now()))
+                }
+            }
         } else {
             None
         };
-        let mut want = self.want(&directory, free, queued.as_ref());
+        let mut want = self.want(&directory, free, queued.as_ref().map(|(ids, _)| ids));
         self.stopped_at = std::mem::take(&mut want.at_limit);
         if want.ids.is_empty() {
             // Every webhook is at its max_in_flight (or none is active).
-            return Ok(
-                if directory.sendable.is_empty() || queued.is_some_and(|q| q.is_empty()) {
-                    Next::Idle
-                } else {
-                    Next::WaitForCapacity
-                },
-            );
+            let idle = directory.sendable.is_empty()
+                || queued.as_ref().is_some_and(|(ids, _)| ids.is_empty());
+            if !idle {
+                self.queued = queued;
+            }
+            return Ok(if idle {
+                Next::Idle
+            } else {
+                Next::WaitForCapacity
+            });
         }
         let total = free as i64;
         // Read before the claim is sent: never later than the database's start of the lease.
@@ -323,17 +339,20 @@ impl Dispatcher {
             }
         }
         let filled_a_webhook = self.stopped_at.len() > at_limit_before;
-        Ok(
-            if rows.len() as i64 >= total && self.slots.available_permits() > 0 {
-                // The batch limit, not the queue, ended this claim.
-                Next::Again
-            } else if rows.len() as i64 >= total || filled_a_webhook {
-                // Some webhook (or the whole relay) is at its limit and may have more due.
-                Next::WaitForCapacity
-            } else {
-                Next::Idle
-            },
-        )
+        let next = if rows.len() as i64 >= total && self.slots.available_permits() > 0 {
+            // The batch limit, not the queue, ended this claim.
+            Next::Again
+        } else if rows.len() as i64 >= total || filled_a_webhook {
+            // Some webhook (or the whole relay) is at its limit and may have more due.
+            Next::WaitForCapacity
+        } else {
+            Next::Idle
+        };
+        if next != Next::Idle {
+            // Claims still find work: the next one may reuse the set of webhooks with work.
+            self.queued = queued;
+        }
+        Ok(next)
     }
 
     /// Which webhooks to claim for, how many each, with which lease.
@@ -352,10 +371,21 @@ impl Dispatcher {
             priorities: Vec::new(),
         };
         let concurrency = self.shared.options.concurrency.max(1);
-        for ep in &directory.sendable {
-            if queued.is_some_and(|q| !q.contains(&ep.id)) {
-                continue;
+        // Those with queued work, in the order of `sendable` (highest priority first, then id):
+        // visiting only them keeps this proportional to the work, not to the webhooks configured.
+        let candidates: Vec<&Arc<crate::endpoint::Endpoint>> = match queued {
+            Some(queued) => {
+                let mut found: Vec<_> = queued
+                    .iter()
+                    .filter_map(|id| directory.endpoints.get(id))
+                    .filter(|ep| ep.active)
+                    .collect();
+                found.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
+                found
             }
+            None => directory.sendable.iter().collect(),
+        };
+        for ep in candidates {
             let ceiling = ceiling(ep, concurrency);
             let load = loads.entry(ep.id).or_insert_with(|| Load {
                 busy: 0,

@@ -1,8 +1,8 @@
 //! Related records for a claimed batch, loaded once for all of its deliveries that need them.
 //!
 //! Each claim starts one lookup (lazily: it runs when the first of its attempts asks for it),
-//! which loads the related records of every delivery of the batch in one round trip on the
-//! relay's lookup pool ([`related::load_many`]): per-delivery transactions, pipelined. That pool
+//! which loads the related records of every delivery of the batch on the relay's lookup pool
+//! ([`related::load_batched`]): one statement per relation for the whole batch. That pool
 //! is separate from the one claims and completions use, so slow relation queries can never
 //! starve them. Every attempt waits for the lookup only until its own deadline.
 
@@ -81,11 +81,19 @@ impl BatchLookup {
                     event: &w.event,
                 })
                 .collect();
-            let results = related::load_many(
+            // The pooled connection's id: the batch functions are created once per session.
+            let connection = {
+                let mut hasher = std::hash::DefaultHasher::new();
+                std::hash::Hash::hash(&deadpool_postgres::Object::id(&client), &mut hasher);
+                std::hash::Hasher::finish(&hasher)
+            };
+            let results = related::load_batched(
                 &client,
+                connection,
                 &directory.relations,
                 &lookups,
                 shared.options.relation_timeout,
+                &shared.batching,
             )
             .await;
             Arc::new(

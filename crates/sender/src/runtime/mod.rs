@@ -82,6 +82,8 @@ pub(crate) struct Shared {
     /// Connections for related-record lookups only, so slow relation queries never hold up
     /// claims and completions.
     pub lookups: Pool,
+    /// The relation queries that cannot be loaded per batch (see [`crate::related::Batching`]).
+    pub batching: crate::related::Batching,
     pub directory: Arc<ArcSwap<Directory>>,
     pub transport: Arc<dyn Transport>,
     pub options: SenderOptions,
@@ -114,6 +116,7 @@ impl Sender {
             shared: Arc::new(Shared {
                 pool: pools.relay,
                 lookups: pools.lookups,
+                batching: crate::related::Batching::default(),
                 directory,
                 transport,
                 options,

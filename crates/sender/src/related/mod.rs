@@ -3,9 +3,10 @@
 //!
 //! Only the relations a webhook's templates reference are loaded (the renderer finds them at
 //! compile time), once per attempt, shared by the URL, header and body templates. The sender
-//! loads those of a whole claimed batch at once ([`load_many`]): one round trip, each event's
-//! queries in a read-only transaction of its own with a statement timeout, so one failing event
-//! fails only itself.
+//! loads those of a whole claimed batch at once ([`load_batched`]): one statement per relation
+//! for the whole batch, in a read-only transaction with a statement timeout; what cannot be
+//! answered that way runs per event ([`load_many`]: one round trip, each event's queries in a
+//! read-only transaction of its own), so one failing event fails only itself.
 //!
 //! A relation must return one row with one json/jsonb column (a NULL value is `none` in
 //! templates). A relation that is not defined, fails, times out, returns no row or several rows
@@ -23,6 +24,10 @@ use outbox_core::Event;
 use outbox_renderer::Templates;
 use serde_json::{Map, Value};
 use tokio_postgres::types::{ToSql, Type};
+
+mod batch;
+
+pub use batch::{Batching, load_batched};
 
 /// Relation queries by (entity, name), as in `outbox.relations`.
 pub type Relations = HashMap<(String, String), String>;
