@@ -33,6 +33,24 @@ pub fn is_sensitive(name: &str) -> bool {
         .any(|word| name.contains(word))
 }
 
+/// Whether a header's value is a credential, so that it is shown (and stored with an attempt) as
+/// `***`: `Authorization`, `Proxy-Authorization`, `Cookie`, `Set-Cookie`, `webhook-signature`,
+/// the webhook's own signature header (`signature_header`, e.g. `ms-signature`), and any name
+/// [`is_sensitive`] recognises (`X-Api-Key`, `X-Auth-Token`, ...).
+pub fn is_secret_header(name: &str, signature_header: Option<&str>) -> bool {
+    [
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "webhook-signature",
+    ]
+    .iter()
+    .chain(signature_header.as_slice())
+    .any(|known| known.eq_ignore_ascii_case(name))
+        || is_sensitive(name)
+}
+
 /// A credential inside a URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UrlCredential<'a> {
@@ -207,6 +225,25 @@ mod tests {
             redact_url("https://h.example/?api%5Fkey=abc&ApiKey=def&password=ghi"),
             "https://h.example/?api%5Fkey=***&ApiKey=***&password=***"
         );
+    }
+
+    #[test]
+    fn credential_headers_are_recognised() {
+        for name in [
+            "Authorization",
+            "proxy-authorization",
+            "Set-Cookie",
+            "webhook-signature",
+            "X-Api-Key",
+            "X-Auth-Token",
+            "MS-Signature",
+        ] {
+            assert!(is_secret_header(name, Some("ms-signature")), "{name}");
+        }
+        assert!(is_secret_header("X-Hub", Some("x-hub")));
+        for name in ["X-Shop", "content-type", "webhook-id", "x-hub"] {
+            assert!(!is_secret_header(name, None), "{name}");
+        }
     }
 
     #[test]
