@@ -67,8 +67,19 @@ pub fn request_json(request: &OutboundRequest, signature_header: Option<&str>) -
         body: body(&request.body),
         body_bytes: request.body.len(),
     };
-    // Writing borrowed strings and numbers into a String cannot fail.
-    serde_json::to_string(&stored).unwrap_or_default()
+    // Sized for the usual case up front (a few escapes aside), so the text is written in place.
+    let headers: usize = request
+        .headers
+        .iter()
+        .take(HEADERS_KEEP)
+        .map(|(n, v)| n.len() + v.len().min(VALUE_KEEP) + 8)
+        .sum();
+    let mut out = Vec::with_capacity(96 + stored.url.len() + headers + stored.body.len() * 9 / 8);
+    // Writing borrowed strings and numbers into memory cannot fail.
+    if serde_json::to_writer(&mut out, &stored).is_err() {
+        return "null".into();
+    }
+    String::from_utf8(out).unwrap_or_else(|_| "null".into())
 }
 
 /// The stored form of a response's headers (JSON text for the `response_headers` column).
