@@ -12,20 +12,27 @@
 -- statistics are always stale on a queue table, and a stale "a dozen rows" estimate there once made
 -- this statement quadratic in the batch size. This way each batch row is one primary-key lookup.
 -- $1 ids, $2 attempt numbers, $3 next state (pending|succeeded|dead|released), $4 next attempt at,
--- $5 http status, $6 error, $7 response, $8 started at, $9 duration ms, $10 outcome, $11 lease owner
+-- $5 http status, $6 error, $7 response, $8 started at, $9 duration ms, $10 outcome, $11 lease owner,
+-- $12 the request as sent and $13 the response headers, each JSON text written by the sender (its
+-- record module: secrets hidden, sizes capped) and stored as jsonb
 WITH r AS (
     SELECT *
     FROM unnest($1::bigint[], $2::int[], $3::text[], $4::timestamptz[], $5::int[], $6::text[], $7::text[],
-                $8::timestamptz[], $9::int[], $10::text[])
-        AS r(id, attempt, next_state, next_at, http_status, error, response, started_at, duration_ms, outcome)
+                $8::timestamptz[], $9::int[], $10::text[], $12::text[], $13::text[])
+        AS r(id, attempt, next_state, next_at, http_status, error, response, started_at, duration_ms, outcome,
+             request, response_headers)
 ),
 logged AS (
-    INSERT INTO outbox.attempts AS a (delivery_id, attempt, started_at, duration_ms, status, error, response, outcome)
-    SELECT id, attempt, started_at, duration_ms, http_status, error, response, outcome FROM r
+    INSERT INTO outbox.attempts AS a
+        (delivery_id, attempt, started_at, duration_ms, status, error, response, outcome, request, response_headers)
+    SELECT id, attempt, started_at, duration_ms, http_status, error, response, outcome, request::jsonb,
+           response_headers::jsonb
+    FROM r
     WHERE r.next_state <> 'released'
     ON CONFLICT (delivery_id, attempt) DO UPDATE
         SET started_at = EXCLUDED.started_at, duration_ms = EXCLUDED.duration_ms, status = EXCLUDED.status,
-            error = EXCLUDED.error, response = EXCLUDED.response, outcome = EXCLUDED.outcome
+            error = EXCLUDED.error, response = EXCLUDED.response, outcome = EXCLUDED.outcome,
+            request = EXCLUDED.request, response_headers = EXCLUDED.response_headers
 ),
 retried AS (
     UPDATE outbox.deliveries d

@@ -64,7 +64,7 @@ function startReceiver() {
           res.writeHead(500, { 'content-type': 'text/plain' });
           res.end('receiver is down <b>for maintenance</b>');
         } else {
-          res.writeHead(200, { 'content-type': 'application/json' });
+          res.writeHead(200, { 'content-type': 'application/json', 'x-receipt': `r-${received.length}` });
           res.end('{"accepted": "by the test receiver"}');
         }
       });
@@ -239,11 +239,28 @@ test('a delivery shows its event as text and every attempt with its response', a
   const attempt = page.locator('.attempt[data-attempt="1"]');
   assert.match(await attempt.textContent(), /HTTP 200/);
   assert.match(await attempt.locator('.response').textContent(), /by the test receiver/);
-  // The request, rendered again, with its secrets hidden.
+  // The request as it was sent (stored with the attempt), with its secrets hidden: the one the
+  // receiver got, and its response's headers.
+  assert.match(await attempt.locator('summary').textContent(), /Request \(as sent\)/);
   const request = await attempt.locator('.request').textContent();
+  const got = received.find((r) => r.url === '/shop/1' && r.headers['webhook-attempt'] === '1');
+  assert.ok(got, 'the receiver got the request');
   assert.match(request, /POST http:\/\/127\.0\.0\.1:\d+\/shop\/1/);
   assert.match(request, /webhook-signature: \*\*\*/);
   assert.match(request, /authorization: \*\*\*/);
+  assert.match(request, /X-Api-Key: \*\*\*/i);
+  assert.ok(request.includes(`webhook-id: ${got.headers['webhook-id']}`), request);
+  assert.ok(request.includes(`webhook-timestamp: ${got.headers['webhook-timestamp']}`), request);
+  assert.ok(request.includes('window.__xss=1'), 'the body as sent, as text');
+  assert.match(await attempt.locator('.response-headers').textContent(), /x-receipt: r-\d+/);
+  assert.equal(await page.locator('text=rendered again').count(), 0);
+
+  // An attempt recorded before requests were stored: rendered again, and labelled so.
+  sql(`UPDATE outbox.attempts SET request = NULL WHERE delivery_id = ${id}`);
+  await visit(`/ui/deliveries/${id}`);
+  const old = page.locator('.attempt[data-attempt="1"]');
+  assert.match(await old.locator('summary').textContent(), /rendered again/);
+  assert.match(await old.locator('.request').textContent(), /POST http:\/\/127\.0\.0\.1:\d+\/shop\/1/);
 
   const deadId = sql("SELECT id FROM outbox.delivery_log WHERE webhook = 'failing' AND entity_id = '1'");
   await visit(`/ui/deliveries/${deadId}`);

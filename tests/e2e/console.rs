@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::support::*;
 
-fn client() -> reqwest::Client {
+pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -16,7 +16,7 @@ fn client() -> reqwest::Client {
 }
 
 /// The session cookie a page set and the CSRF token of its forms.
-async fn session(base: &str, path: &str) -> (String, String) {
+pub async fn session(base: &str, path: &str) -> (String, String) {
     let response = client().get(format!("{base}{path}")).send().await.unwrap();
     assert_eq!(response.status(), 200, "{path}");
     let cookie = response
@@ -36,7 +36,7 @@ async fn session(base: &str, path: &str) -> (String, String) {
     (cookie, csrf)
 }
 
-async fn post(base: &str, path: &str, cookie: &str, form: &[(&str, &str)]) -> (u16, String) {
+pub async fn post(base: &str, path: &str, cookie: &str, form: &[(&str, &str)]) -> (u16, String) {
     let response = client()
         .post(format!("{base}{path}"))
         .header("cookie", cookie)

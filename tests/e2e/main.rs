@@ -7,6 +7,7 @@
 //! and then with a loose tolerance.
 
 mod admin;
+mod attempt_requests;
 mod capture_privileges;
 mod cli_contract;
 mod config;
@@ -17,6 +18,7 @@ mod isolation;
 mod lifecycle;
 mod native;
 mod native_fallback;
+mod operator_actions;
 mod ops;
 mod outcomes;
 mod queueing;

@@ -10,10 +10,12 @@
 //! - [`webhooks`]: list/show (secrets as `***`), create/update through exactly the checks of
 //!   `apply` ([`outbox_catalog::check_webhook`]), pause/resume/delete, per-webhook figures;
 //! - [`export`]: the configuration as an `apply` file, secrets as `${VAR}` placeholders;
-//! - [`deliveries`]: the queue filtered and paged by id (keyset), one delivery with its attempts,
-//!   retry by id or by a selection counted first, cancel;
+//! - [`deliveries`]: the queue filtered and paged by id (keyset), one delivery with its attempts
+//!   (each with the request it sent and the response's headers, as stored), retry by id or by a
+//!   selection counted first, cancel;
 //! - [`preview`]: a webhook's request for one record, rendered as the sender renders it, and
-//!   optionally sent once; [`sent`]: a past attempt's request, rendered again;
+//!   optionally sent once; [`sent`]: the request of a past attempt recorded without one, rendered
+//!   again;
 //! - [`fields`]: the merge fields of the latest event of a type or record;
 //! - [`overview`]: queue depth, oldest pending age, the last hour per webhook.
 //!

@@ -1,9 +1,10 @@
-//! The request of a past attempt, as an operator reads it. Attempts record their outcome, status,
-//! response and error, not the request; the request is rendered again here from the delivery's
-//! event and its webhook's *current* configuration, with the attempt's number, message id and
-//! start time — what the sender would send for that attempt now. It matches what was sent unless
-//! the webhook, its relations or the related records changed since; the signature (which covers
-//! the timestamp) is hidden anyway.
+//! The request of a past attempt that was recorded without it (by a relay older than schema
+//! version 8, or taken over as abandoned), as an operator reads it. Attempts store the request
+//! they sent ([`crate::deliveries::AttemptView::request`]); for those that did not, the request is
+//! rendered again here from the delivery's event and its webhook's *current* configuration, with
+//! the attempt's number, message id and start time — what the sender would send for that attempt
+//! now. It matches what was sent unless the webhook, its relations or the related records changed
+//! since; the signature (which covers the timestamp) is hidden anyway.
 
 use chrono::{DateTime, Utc};
 use outbox_catalog::compile;

@@ -17,8 +17,16 @@
 /// password, a signature), so that its value is shown as `***`. Percent-encoded names are decoded
 /// first (`api%5Fkey` is `api_key`).
 pub fn is_sensitive(name: &str) -> bool {
-    let name = percent_decode(name).to_ascii_lowercase();
-    name == "cookie"
+    // Without a `%` the name is looked at as it is: no copy (the sender asks this of every header
+    // of every attempt).
+    let decoded;
+    let name = if name.contains('%') {
+        decoded = percent_decode(name);
+        decoded.as_str()
+    } else {
+        name
+    };
+    name.eq_ignore_ascii_case("cookie")
         || [
             "auth",
             "token",
@@ -30,7 +38,32 @@ pub fn is_sensitive(name: &str) -> bool {
             "credential",
         ]
         .iter()
-        .any(|word| name.contains(word))
+        .any(|word| contains_ignore_ascii_case(name, word))
+}
+
+/// Whether `text` contains `word` (lower case ASCII), ignoring ASCII case.
+fn contains_ignore_ascii_case(text: &str, word: &str) -> bool {
+    text.as_bytes()
+        .windows(word.len())
+        .any(|w| w.eq_ignore_ascii_case(word.as_bytes()))
+}
+
+/// Whether a header's value is a credential, so that it is shown (and stored with an attempt) as
+/// `***`: `Authorization`, `Proxy-Authorization`, `Cookie`, `Set-Cookie`, `webhook-signature`,
+/// the webhook's own signature header (`signature_header`, e.g. `ms-signature`), and any name
+/// [`is_sensitive`] recognises (`X-Api-Key`, `X-Auth-Token`, ...).
+pub fn is_secret_header(name: &str, signature_header: Option<&str>) -> bool {
+    [
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "webhook-signature",
+    ]
+    .iter()
+    .chain(signature_header.as_slice())
+    .any(|known| known.eq_ignore_ascii_case(name))
+        || is_sensitive(name)
 }
 
 /// A credential inside a URL.
@@ -207,6 +240,28 @@ mod tests {
             redact_url("https://h.example/?api%5Fkey=abc&ApiKey=def&password=ghi"),
             "https://h.example/?api%5Fkey=***&ApiKey=***&password=***"
         );
+    }
+
+    #[test]
+    fn credential_headers_are_recognised() {
+        for name in [
+            "Authorization",
+            "proxy-authorization",
+            "Set-Cookie",
+            "webhook-signature",
+            "X-Api-Key",
+            "X-Auth-Token",
+            "MS-Signature",
+        ] {
+            assert!(is_secret_header(name, Some("ms-signature")), "{name}");
+        }
+        assert!(is_secret_header("X-Hub", Some("x-hub")));
+        assert!(is_secret_header("X-Api%5FKey", None));
+        assert!(is_secret_header("X%2DSIG", None));
+        assert!(is_secret_header("COOKIE", None));
+        for name in ["X-Shop", "content-type", "webhook-id", "x-hub"] {
+            assert!(!is_secret_header(name, None), "{name}");
+        }
     }
 
     #[test]

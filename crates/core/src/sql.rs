@@ -37,6 +37,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "config version once per transaction",
         include_str!("../../../sql/migrations/007_config_version_once.sql"),
     ),
+    (
+        8,
+        "attempt requests",
+        include_str!("../../../sql/migrations/008_attempt_requests.sql"),
+    ),
 ];
 
 pub const ROUTE_LOCK: &str = include_str!("../../../sql/queries/route_lock.sql");

@@ -6,7 +6,11 @@
 //! | `GET /api/deliveries?status=&webhook=&entity=&entity_id=&limit=` | the webhook queue, newest first (limit 50 by default) |
 //! | `GET /api/deliveries/{id}` | one delivery with all its attempts |
 //! | `POST /api/deliveries/{id}/retry` | re-queues it with a fresh attempt budget |
+//! | `POST /api/deliveries/{id}/cancel` | cancels it while it is pending |
 //! | `POST /api/webhooks/{name}/test` | `{"entity", "id", "send"}`: renders (and optionally sends) the request for that record |
+//! | `POST /api/webhooks/{name}/pause`, `.../resume` | pauses or resumes the webhook |
+//!
+//! Each route calls the admin service function the console and the CLI call for the same action.
 //!
 //! When `OUTBOX_ADMIN_TOKEN` is set every request needs `Authorization: Bearer <token>`. Errors
 //! are `{"error": "<one sentence>"}` with a 4xx/5xx status. Secrets are never returned.
@@ -30,14 +34,18 @@ pub fn routes(state: AppState) -> Router<AppState> {
     let api = Router::new()
         .route("/webhooks", get(list_webhooks))
         .route("/webhooks/{name}/test", post(test_webhook))
+        .route("/webhooks/{name}/pause", post(pause_webhook))
+        .route("/webhooks/{name}/resume", post(resume_webhook))
         .route("/deliveries", get(list_deliveries))
         .route("/deliveries/{id}", get(show_delivery))
         .route("/deliveries/{id}/retry", post(retry_delivery))
+        .route("/deliveries/{id}/cancel", post(cancel_delivery))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 "no such API route; see GET /api/webhooks, GET /api/deliveries, GET /api/deliveries/{id}, \
-                 POST /api/deliveries/{id}/retry and POST /api/webhooks/{name}/test",
+                 POST /api/deliveries/{id}/retry, POST /api/deliveries/{id}/cancel, \
+                 POST /api/webhooks/{name}/test, POST /api/webhooks/{name}/pause and POST /api/webhooks/{name}/resume",
             )
         });
     Router::new()
@@ -202,6 +210,35 @@ async fn retry_delivery(
     }
     tracing::info!(delivery = id, "delivery re-queued through the admin API");
     Ok(Json(json!({ "id": id, "requeued": true })))
+}
+
+async fn cancel_delivery(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<serde_json::Value> {
+    let id = delivery_id(&id)?;
+    let client = state.pool.get().await?;
+    deliveries::cancel(pg(&client), id).await?;
+    tracing::info!(delivery = id, "delivery cancelled through the admin API");
+    Ok(Json(json!({ "id": id, "cancelled": true })))
+}
+
+async fn pause_webhook(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<serde_json::Value> {
+    let client = state.pool.get().await?;
+    webhooks::pause(pg(&client), &name).await?;
+    Ok(Json(json!({ "webhook": name, "active": false })))
+}
+
+async fn resume_webhook(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<serde_json::Value> {
+    let client = state.pool.get().await?;
+    webhooks::resume(pg(&client), &name).await?;
+    Ok(Json(json!({ "webhook": name, "active": true })))
 }
 
 #[derive(Debug, Deserialize)]

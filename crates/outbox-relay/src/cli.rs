@@ -155,6 +155,22 @@ pub enum WebhooksCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Pause a webhook: its deliveries queue without being sent until it is resumed.
+    Pause {
+        /// Webhook name.
+        name: String,
+        /// Print JSON ({"webhook": NAME, "active": false}) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resume a paused (or switched off) webhook: what queued meanwhile is sent.
+    Resume {
+        /// Webhook name.
+        name: String,
+        /// Print JSON ({"webhook": NAME, "active": true}) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the webhooks (all, or those named) and the relations they use as a TOML file that
     /// `apply` accepts; secrets become ${VAR} placeholders, named in a comment.
     Export {
@@ -178,6 +194,15 @@ pub enum DeliveriesCommand {
     },
     /// Re-queue deliveries with a fresh attempt budget (they keep their webhook-id).
     Retry(RetryArgs),
+    /// Cancel pending deliveries: they are not sent and are kept as cancelled.
+    Cancel {
+        /// Delivery ids.
+        #[arg(required = true)]
+        ids: Vec<i64>,
+        /// Print JSON ({"cancelled": [ids], "failed": [{"id", "error"}]}) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

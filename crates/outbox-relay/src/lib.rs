@@ -121,6 +121,12 @@ pub async fn execute(cli: Cli) -> Result<(), Failure> {
                 commands::webhooks::show(&url()?, name, *json).await
             }
             WebhooksCommand::Export { names } => commands::export::run(&url()?, names).await,
+            WebhooksCommand::Pause { name, json } => {
+                commands::webhooks::set_active(&url()?, name, false, *json).await
+            }
+            WebhooksCommand::Resume { name, json } => {
+                commands::webhooks::set_active(&url()?, name, true, *json).await
+            }
         },
         Command::Deliveries { command } => match command {
             DeliveriesCommand::List(args) => commands::deliveries::list(&url()?, args).await,
@@ -128,6 +134,9 @@ pub async fn execute(cli: Cli) -> Result<(), Failure> {
                 commands::deliveries::show(&url()?, *id, *json).await
             }
             DeliveriesCommand::Retry(args) => commands::deliveries::retry(&url()?, args).await,
+            DeliveriesCommand::Cancel { ids, json } => {
+                commands::deliveries::cancel(&url()?, ids, *json).await
+            }
         },
         Command::Events { command } => match command {
             EventsCommand::Unrouted { json } => commands::events::unrouted(&url()?, *json).await,

@@ -33,6 +33,7 @@ mod error;
 mod field_error;
 mod network;
 pub mod policy;
+pub mod record;
 pub mod related;
 mod request;
 mod runtime;

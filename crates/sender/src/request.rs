@@ -4,7 +4,6 @@ use outbox_renderer::{RenderContext, RenderError};
 use serde_json::{Map, Value};
 
 use crate::endpoint::Endpoint;
-use crate::signature::Signer;
 use crate::transport::OutboundRequest;
 
 pub const USER_AGENT: &str = concat!("outbox-relay/", env!("CARGO_PKG_VERSION"));
@@ -45,10 +44,7 @@ pub fn build_request(
     if let Some(signer) = &endpoint.signer {
         let (name, value) = signer.sign(message_id, timestamp, &rendered.body);
         headers.push((name, value));
-        protected.push(match signer {
-            Signer::Standard { .. } => "webhook-signature",
-            Signer::HmacSha256 { header, .. } => header.as_str(),
-        });
+        protected.push(signer.header());
     }
     if let Some(auth) = &endpoint.authorization {
         headers.push(("authorization".into(), auth.clone()));

@@ -123,6 +123,14 @@ impl Signer {
         }
     }
 
+    /// The name of the header the signature goes in (lower case).
+    pub fn header(&self) -> &str {
+        match self {
+            Signer::Standard { .. } => "webhook-signature",
+            Signer::HmacSha256 { header, .. } => header,
+        }
+    }
+
     /// The signature header (name, value) for one attempt.
     pub fn sign(&self, message_id: &str, timestamp: i64, body: &[u8]) -> (String, String) {
         match self {

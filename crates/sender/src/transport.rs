@@ -36,6 +36,8 @@ pub struct Response {
     /// The first 4 KiB of the body, as text.
     pub body: String,
     pub retry_after: Option<String>,
+    /// The response's headers (taken over from the HTTP client, not copied).
+    pub headers: reqwest::header::HeaderMap,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,20 +149,27 @@ impl HttpTransport {
         self.tls_clients.lock().expect("TLS clients").len()
     }
 
-    /// Sends one request like [`Transport::send`], and also returns the response headers (for
-    /// `outbox-relay test --send`, which shows them).
+    /// Sends one request like [`Transport::send`], and also returns the response headers as
+    /// text (for `outbox-relay test --send`, which shows them).
     pub async fn send_showing_headers(
         &self,
         request: OutboundRequest,
     ) -> Result<(Response, Vec<(String, String)>), TransportError> {
-        self.clone().execute(request, true).await
+        let response = self.clone().execute(request).await?;
+        let headers = response
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_string(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        Ok((response, headers))
     }
 
-    async fn execute(
-        self,
-        request: OutboundRequest,
-        keep_headers: bool,
-    ) -> Result<(Response, Vec<(String, String)>), TransportError> {
+    async fn execute(self, request: OutboundRequest) -> Result<Response, TransportError> {
         let policy = &self.policy;
         let url = reqwest::Url::parse(&request.url).map_err(|e| TransportError {
             kind: TransportErrorKind::Connect,
@@ -200,20 +209,7 @@ impl HttpTransport {
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
-            let headers: Vec<(String, String)> = if keep_headers {
-                response
-                    .headers()
-                    .iter()
-                    .map(|(name, value)| {
-                        (
-                            name.as_str().to_string(),
-                            String::from_utf8_lossy(value.as_bytes()).into_owned(),
-                        )
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            };
+            let headers = std::mem::take(response.headers_mut());
             let mut kept: Vec<u8> = Vec::new();
             let mut read = 0usize;
             while read < RESPONSE_DRAIN {
@@ -230,14 +226,12 @@ impl HttpTransport {
                     Err(_) => break,
                 }
             }
-            Ok((
-                Response {
-                    status,
-                    body: String::from_utf8_lossy(&kept).into_owned(),
-                    retry_after,
-                },
+            Ok(Response {
+                status,
+                body: String::from_utf8_lossy(&kept).into_owned(),
+                retry_after,
                 headers,
-            ))
+            })
         };
         match tokio::time::timeout(request.timeout, send).await {
             Ok(result) => result,
@@ -254,8 +248,7 @@ impl Transport for HttpTransport {
         &self,
         request: OutboundRequest,
     ) -> Pin<Box<dyn Future<Output = Result<Response, TransportError>> + Send + 'static>> {
-        let exchange = self.clone().execute(request, false);
-        Box::pin(async move { exchange.await.map(|(response, _)| response) })
+        Box::pin(self.clone().execute(request))
     }
 }
 

@@ -10,11 +10,13 @@ use tokio_postgres::GenericClient;
 use crate::error::AdminError;
 
 mod actions;
+mod attempts;
 
 pub use actions::{
     Cancelled, Retried, Selection, cancel, cancel_selection, count_pending, count_selection, retry,
     retry_selection, select,
 };
+pub use attempts::{AttemptView, NoRequest, SentRequest};
 
 /// The statuses of a delivery, in the order of its life.
 pub const STATUSES: [&str; 5] = ["pending", "in_flight", "succeeded", "dead", "cancelled"];
@@ -43,17 +45,6 @@ pub struct DeliveryView {
     pub last_status: Option<i32>,
     pub last_error: Option<String>,
     pub last_response: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct AttemptView {
-    pub attempt: i32,
-    pub started_at: DateTime<Utc>,
-    pub duration_ms: Option<i32>,
-    pub status: Option<i32>,
-    pub outcome: String,
-    pub error: Option<String>,
-    pub response: Option<String>,
 }
 
 /// One delivery with every attempt (`deliveries show`, `GET /api/deliveries/{id}`): the fields of
@@ -197,7 +188,7 @@ pub async fn list(
     })
 }
 
-/// One delivery and its attempts.
+/// One delivery and its attempts (each with the request it sent, where recorded).
 pub async fn show(client: &impl GenericClient, id: i64) -> Result<DeliveryDetail, AdminError> {
     let row = client
         .query_opt(
@@ -207,28 +198,7 @@ pub async fn show(client: &impl GenericClient, id: i64) -> Result<DeliveryDetail
         .await?
         .ok_or(AdminError::NoDelivery { id })?;
     let delivery = view(&row)?;
-    let attempts = client
-        .query(
-            "SELECT attempt, started_at, duration_ms, status, outcome, error, response
-             FROM outbox.attempts WHERE delivery_id = $1 ORDER BY attempt",
-            &[&id],
-        )
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(AttemptView {
-                attempt: r.try_get(0)?,
-                started_at: r.try_get(1)?,
-                duration_ms: r.try_get(2)?,
-                status: r.try_get(3)?,
-                outcome: r.try_get(4)?,
-                error: r
-                    .try_get::<_, Option<String>>(5)?
-                    .map(|e| redact_urls_in(&e)),
-                response: r.try_get(6)?,
-            })
-        })
-        .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+    let attempts = attempts::of(client, id).await?;
     Ok(DeliveryDetail { delivery, attempts })
 }
 

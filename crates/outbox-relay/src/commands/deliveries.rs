@@ -1,7 +1,7 @@
-//! `deliveries list|show|retry`: the webhook queue, from [`outbox_admin::deliveries`].
+//! `deliveries list|show|retry|cancel`: the webhook queue, from [`outbox_admin::deliveries`].
 
 use chrono::{DateTime, Utc};
-use outbox_admin::deliveries::{self, DeliveryDetail, Retried};
+use outbox_admin::deliveries::{self, AttemptView, DeliveryDetail, NoRequest, Retried};
 
 use crate::cli::{ListArgs, RetryArgs};
 use crate::error::Failure;
@@ -106,7 +106,50 @@ pub async fn show(url: &str, id: i64, json: bool) -> Result<(), Failure> {
         ],
         &rows,
     );
+    for a in &attempts {
+        print_exchange(a);
+    }
     Ok(())
+}
+
+/// An attempt's request as sent and its response's headers, as stored (secrets as `***`).
+fn print_exchange(a: &AttemptView) {
+    println!();
+    match a.request_kept() {
+        Ok(r) => {
+            println!("attempt {}: request as sent", a.attempt);
+            println!("  {} {}", r.method, r.url);
+            for h in &r.headers {
+                println!("  {}: {}", h.name, h.value);
+            }
+            if !r.body.is_empty() {
+                println!();
+                for line in r.body.lines() {
+                    println!("  {line}");
+                }
+            }
+            if r.body_truncated {
+                println!(
+                    "  (the body's first {} of {} bytes)",
+                    r.body.len(),
+                    r.body_bytes
+                );
+            }
+        }
+        Err(NoRequest::NotMade) => {
+            println!("attempt {}: no request was made", a.attempt)
+        }
+        Err(NoRequest::NotRecorded) => println!(
+            "attempt {}: request not recorded (recorded before requests were stored, or abandoned)",
+            a.attempt
+        ),
+    }
+    if let Some(headers) = &a.response_headers {
+        println!("attempt {}: response headers", a.attempt);
+        for h in headers {
+            println!("  {}: {}", h.name, h.value);
+        }
+    }
 }
 
 /// Parses `--since`: an RFC 3339 time, or a duration meaning that long ago.
@@ -177,4 +220,51 @@ pub async fn retry(url: &str, args: &RetryArgs) -> Result<(), Failure> {
         )));
     }
     Ok(())
+}
+
+/// `deliveries cancel ID...`: the admin service's cancel (the console's **Cancel** and the API
+/// call it too) for each id. Every id is tried; those that cannot be cancelled (unknown, not
+/// pending) are named and the command fails (exit 2; 1 when the database failed), after the
+/// others were cancelled.
+pub async fn cancel(url: &str, ids: &[i64], json: bool) -> Result<(), Failure> {
+    let client = super::connect_migrated(url).await?;
+    let mut cancelled = Vec::new();
+    let mut failed: Vec<(i64, Failure)> = Vec::new();
+    for &id in ids {
+        if cancelled.contains(&id) || failed.iter().any(|(f, _)| *f == id) {
+            continue;
+        }
+        match deliveries::cancel(&client, id).await {
+            Ok(()) => cancelled.push(id),
+            Err(e) => failed.push((id, e.into())),
+        }
+    }
+    if json {
+        let failures: Vec<serde_json::Value> = failed
+            .iter()
+            .map(|(id, f)| serde_json::json!({ "id": id, "error": f.message }))
+            .collect();
+        output::json(&serde_json::json!({ "cancelled": cancelled, "failed": failures }))?;
+    } else {
+        println!(
+            "cancelled {} deliver{}{}",
+            cancelled.len(),
+            if cancelled.len() == 1 { "y" } else { "ies" },
+            if cancelled.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", join(&cancelled))
+            }
+        );
+    }
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let code = failed.iter().map(|(_, f)| f.code).min().unwrap_or(2);
+    let message = failed
+        .into_iter()
+        .map(|(_, f)| f.message)
+        .collect::<Vec<_>>()
+        .join("; ");
+    Err(Failure { code, message })
 }

@@ -1,4 +1,5 @@
-//! `webhooks list` and `webhooks show NAME`: [`outbox_admin::webhooks`], printed.
+//! `webhooks list`, `webhooks show NAME`, `webhooks pause|resume NAME`: [`outbox_admin::webhooks`],
+//! printed.
 
 use outbox_admin::webhooks::{self, Shown};
 use serde_json::Value;
@@ -64,6 +65,28 @@ pub async fn show(url: &str, name: &str, json: bool) -> Result<(), Failure> {
     }
     if let Ok(text) = toml::to_string_pretty(&w.config) {
         println!("\n{text}");
+    }
+    Ok(())
+}
+
+/// `webhooks pause NAME` / `webhooks resume NAME`: the admin service's pause and resume, which the
+/// console's buttons and the API call too.
+pub async fn set_active(url: &str, name: &str, active: bool, json: bool) -> Result<(), Failure> {
+    let client = super::connect_migrated(url).await?;
+    if active {
+        webhooks::resume(&client, name).await?;
+    } else {
+        webhooks::pause(&client, name).await?;
+    }
+    if json {
+        return output::json(&serde_json::json!({ "webhook": name, "active": active }));
+    }
+    if active {
+        println!("resumed webhook {name:?}: what it has queued is sent");
+    } else {
+        println!(
+            "paused webhook {name:?}: its deliveries queue without being sent until `outbox-relay webhooks resume {name}`"
+        );
     }
     Ok(())
 }

@@ -1,13 +1,12 @@
-//! The queue pages: deliveries filtered and paged newest first (with live refresh), one delivery
-//! with its event and every attempt, retry and cancel, and the retry of a filtered set (its
-//! count shown first).
+//! The queue pages: deliveries filtered and paged newest first (with live refresh), and the retry
+//! or cancel of a filtered set (its count shown first). One delivery: [`super::delivery`].
 
-use axum::extract::{Path, Query};
+use axum::extract::Query;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use chrono::{DateTime, Utc};
 use outbox_admin::deliveries::{self, FINISHED, Filter, STATUSES, Selection};
-use outbox_admin::{AdminError, sent, webhooks};
+use outbox_admin::{AdminError, webhooks};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -283,104 +282,6 @@ async fn run_bulk(ui: Ui, form: Form, bulk: Bulk) -> Response {
             filters.status = String::new();
             Redirect::to(&format!("/ui/deliveries?{}&{what}={n}", filters.query())).into_response()
         }
-        Err(e) => ui.error(e, &back),
-    }
-}
-
-pub async fn detail(ui: Ui, Path(id): Path<String>) -> Response {
-    let Ok(id) = id.parse::<i64>() else {
-        return ui.error(
-            AdminError::BadInput {
-                field: "id",
-                message: format!("{id:?} is not a delivery id; ids are whole numbers"),
-            },
-            "/ui/deliveries",
-        );
-    };
-    let mut client = match ui.state.pool.get().await {
-        Ok(c) => c,
-        Err(e) => return ui.error(e.into(), "/ui/deliveries"),
-    };
-    let detail = match deliveries::show(&**client, id).await {
-        Ok(d) => d,
-        Err(e) => return ui.error(e, "/ui/deliveries"),
-    };
-    let event = match deliveries::event(&**client, detail.delivery.event_id).await {
-        Ok(e) => e,
-        Err(e) => return ui.error(e, "/ui/deliveries"),
-    };
-    let mut requests = Vec::new();
-    if let Some(event) = &event {
-        let wanted: Vec<(i32, DateTime<Utc>)> = detail
-            .attempts
-            .iter()
-            .map(|a| (a.attempt, a.started_at))
-            .collect();
-        match sent::render_attempts(&mut client, &detail.delivery.webhook, id, event, &wanted).await
-        {
-            Ok(r) => requests = r,
-            Err(e) => return ui.error(e, "/ui/deliveries"),
-        }
-    }
-    let attempts: Vec<serde_json::Value> = detail
-        .attempts
-        .iter()
-        .map(|a| {
-            let rendered = requests.iter().find(|r| r.attempt == a.attempt);
-            let mut value = serde_json::to_value(a).unwrap_or_default();
-            if let Some(r) = rendered {
-                match &r.request {
-                    Ok(req) => value["request"] = serde_json::to_value(req).unwrap_or_default(),
-                    Err(reason) => value["request_error"] = reason.clone().into(),
-                }
-            } else {
-                value["request_error"] =
-                    "the event is no longer stored, so the request cannot be rendered".into();
-            }
-            value
-        })
-        .collect();
-    let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).unwrap_or_default();
-    ui.page(
-        StatusCode::OK,
-        "delivery.html",
-        "deliveries",
-        json!({
-            "d": detail.delivery,
-            "attempts": attempts,
-            "event": event.as_ref().map(|e| json!({ "created_at": e.created_at })),
-            "event_data": event.as_ref().map(|e| pretty(&e.data)),
-            "event_old": event.as_ref().and_then(|e| e.old.as_ref()).map(pretty),
-            "event_metadata": event.as_ref().map(|e| pretty(&e.metadata)),
-        }),
-    )
-}
-
-pub async fn retry(ui: Ui, Path(id): Path<i64>) -> Response {
-    act(ui, id, true).await
-}
-
-pub async fn cancel(ui: Ui, Path(id): Path<i64>) -> Response {
-    act(ui, id, false).await
-}
-
-async fn act(ui: Ui, id: i64, retry: bool) -> Response {
-    let back = format!("/ui/deliveries/{id}");
-    let client = match ui.state.pool.get().await {
-        Ok(c) => c,
-        Err(e) => return ui.error(e.into(), &back),
-    };
-    let done = if retry {
-        match deliveries::retry(&**client, &[id]).await {
-            Ok(r) if r.requeued.contains(&id) => Ok(()),
-            Ok(_) => Err(AdminError::InFlight { ids: vec![id] }),
-            Err(e) => Err(e),
-        }
-    } else {
-        deliveries::cancel(&**client, id).await
-    };
-    match done {
-        Ok(()) => Redirect::to(&back).into_response(),
         Err(e) => ui.error(e, &back),
     }
 }

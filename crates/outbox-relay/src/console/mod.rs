@@ -12,6 +12,7 @@
 //! bodies are attacker-controlled) and the admin service never hands out a secret.
 
 mod deliveries;
+mod delivery;
 mod form;
 mod pages;
 mod session;
@@ -88,9 +89,9 @@ pub fn routes(state: AppState) -> Router<AppState> {
             "/ui/deliveries/cancel",
             get(deliveries::cancel_confirm).post(deliveries::cancel_selection),
         )
-        .route("/ui/deliveries/{id}", get(deliveries::detail))
-        .route("/ui/deliveries/{id}/retry", post(deliveries::retry))
-        .route("/ui/deliveries/{id}/cancel", post(deliveries::cancel))
+        .route("/ui/deliveries/{id}", get(delivery::detail))
+        .route("/ui/deliveries/{id}/retry", post(delivery::retry))
+        .route("/ui/deliveries/{id}/cancel", post(delivery::cancel))
         .route("/ui/{*rest}", get(pages::not_found).post(pages::not_found))
         .layer(middleware::from_fn_with_state(state, guard))
 }

@@ -45,6 +45,10 @@ impl Views {
         env.add_filter("symbol", symbol);
         env.add_filter("pretty", pretty);
         env.add_filter("urlencode", urlencode);
+        // Safe as it is: the name is percent-encoded, so the path holds nothing HTML would read.
+        env.add_filter("webhook_href", |name: String| {
+            Value::from_safe_string(webhook_href(&name))
+        });
         Views { env }
     }
 
@@ -183,6 +187,22 @@ fn symbol(status: String) -> &'static str {
 }
 
 /// Percent-encoded for a path segment or a query value.
+/// A webhook name that is also a path of its own under `/ui/webhooks/`: `/ui/webhooks/new` is
+/// the form that creates a webhook.
+pub const RESERVED_NAME: &str = "new";
+
+/// The path of a webhook's page: `/ui/webhooks/{name}`, except for a webhook named like the
+/// create form, whose page is `/ui/webhooks/new?name=new` (the form's route shows it when asked
+/// by name). Its other paths (`/ui/webhooks/new/edit`, `.../pause`, ...) need no exception.
+pub fn webhook_href(name: &str) -> String {
+    let encoded = urlencode(name.to_string());
+    if name == RESERVED_NAME {
+        format!("/ui/webhooks/{RESERVED_NAME}?name={encoded}")
+    } else {
+        format!("/ui/webhooks/{encoded}")
+    }
+}
+
 fn urlencode(text: String) -> String {
     percent_encoding::utf8_percent_encode(&text, percent_encoding::NON_ALPHANUMERIC).to_string()
 }

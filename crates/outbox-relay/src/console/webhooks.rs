@@ -10,6 +10,7 @@ use outbox_matcher::Pattern;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::view::{RESERVED_NAME, webhook_href as href};
 use super::{Form, Ui, form};
 
 type Client = deadpool_postgres::Object;
@@ -20,13 +21,6 @@ async fn client(ui: &Ui, back: &str) -> Result<Client, Response> {
         .get()
         .await
         .map_err(|e| ui.error(e.into(), back))
-}
-
-fn href(name: &str) -> String {
-    format!(
-        "/ui/webhooks/{}",
-        percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC)
-    )
 }
 
 pub async fn list(ui: Ui) -> Response {
@@ -177,6 +171,9 @@ async fn render_detail(
             "field_rows": field_rows,
             "stats": stats,
             "deliveries": latest,
+            // The page of a webhook named like the create form is asked for by name (its GET
+            // forms carry the name along).
+            "by_name": w.name == RESERVED_NAME,
             "test": test.as_ref().map(|(e, i)| json!({ "entity": e, "id": i })),
             "preview": preview_shown,
             "test_error": test_error,
@@ -243,7 +240,24 @@ pub async fn delete(ui: Ui, Path(name): Path<String>) -> Response {
     }
 }
 
-pub async fn new_form(ui: Ui) -> Response {
+/// `/ui/webhooks/new`: the form that creates a webhook, or — asked with `?name=new` — the page
+/// of the webhook named `new`, which cannot have `/ui/webhooks/new` as its own.
+#[derive(Debug, Default, Deserialize)]
+pub struct NewQuery {
+    name: Option<String>,
+    #[serde(flatten)]
+    detail: DetailQuery,
+}
+
+pub async fn new_form(ui: Ui, Query(q): Query<NewQuery>) -> Response {
+    match q.name {
+        Some(name) if name == RESERVED_NAME => {
+            return detail(ui, Path(name), Query(q.detail)).await;
+        }
+        // Any other name has a page of its own.
+        Some(name) if !name.is_empty() => return Redirect::to(&href(&name)).into_response(),
+        _ => {}
+    }
     if let Some(r) = read_only(&ui) {
         return r;
     }

@@ -1,7 +1,8 @@
 //! One attempt as a chain of small typed steps: [`Claimed`] → [`Prepared`] (related records,
 //! rendered, signed) → [`Sent`] (what the receiver or the network said) → [`Outcome`] with the
-//! [`AttemptRecord`] to log. Every step keeps to the [`Deadline`] derived from the claim's lease:
-//! a request that could no longer finish within the lease is not sent.
+//! [`AttemptRecord`] to log, which carries the request as sent (written once, before sending).
+//! Every step keeps to the [`Deadline`] derived from the claim's lease: a request that could no
+//! longer finish within the lease is not sent.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -16,6 +17,7 @@ use super::outcome::AttemptRecord;
 use super::{Completion, Deadline, Outcome, Shared};
 use crate::endpoint::Endpoint;
 use crate::policy::{self, AttemptOutcome};
+use crate::record;
 use crate::request::{build_request, message_id};
 use crate::transport::{OutboundRequest, Response, TransportErrorKind};
 
@@ -68,9 +70,15 @@ pub(crate) async fn run(shared: &Shared, endpoint: &Endpoint, claimed: Claimed) 
 async fn attempt(shared: &Shared, endpoint: &Endpoint, claimed: Claimed) -> Completion {
     let started_at = Utc::now();
     let clock = Instant::now();
-    let sent = match prepare(shared, endpoint, &claimed).await {
+    let (sent, request) = match prepare(shared, endpoint, &claimed).await {
         Ok(prepared) if claimed.deadline.may_send(Instant::now()) => {
-            send(shared, prepared, &claimed.deadline).await
+            // What is stored of the request: written once, before it is handed to the transport.
+            let request = record::request_json(
+                &prepared.request,
+                endpoint.signer.as_ref().map(|s| s.header()),
+            );
+            let sent = send(shared, prepared, &claimed.deadline).await;
+            (sent, Some(request))
         }
         Ok(_) => {
             return abandon(
@@ -80,13 +88,17 @@ async fn attempt(shared: &Shared, endpoint: &Endpoint, claimed: Claimed) -> Comp
             );
         }
         Err(Unprepared::OutOfTime(why)) => return abandon(endpoint, &claimed, &why),
-        Err(Unprepared::Failed(error)) => Sent::Failed {
-            outcome: AttemptOutcome::RenderError,
-            error,
-        },
+        Err(Unprepared::Failed(error)) => (
+            Sent::Failed {
+                outcome: AttemptOutcome::RenderError,
+                error,
+            },
+            None,
+        ),
     };
     let elapsed = clock.elapsed();
-    let (outcome, record) = decide(endpoint, &claimed, sent, started_at, elapsed);
+    let (outcome, mut record) = decide(endpoint, &claimed, sent, started_at, elapsed);
+    record.request = request;
     telemetry::attempt_finished(
         &endpoint.name,
         record.outcome.label(),
@@ -183,6 +195,8 @@ fn decide(
         http_status: None,
         error: None,
         response: None,
+        request: None,
+        response_headers: None,
     };
     let budget_spent = claimed.attempt - claimed.attempts_base >= endpoint.max_attempts;
     let retry_at = |asked: Option<std::time::Duration>| {
@@ -202,6 +216,7 @@ fn decide(
     let outcome = match sent {
         Sent::Response(response) => {
             record.http_status = Some(i32::from(response.status));
+            record.response_headers = Some(record::response_headers_json(&response.headers));
             record.response = Some(response.body);
             if (200..300).contains(&response.status) {
                 Outcome::Succeeded

@@ -8,8 +8,8 @@
 //!   with backoff, as long as it takes while the relay runs, and for
 //!   [`SenderOptions::record_grace`](super::SenderOptions::record_grace) after it was told to stop;
 //! - a batch the database refuses because of some row's data is split in halves until the row is
-//!   found; that row is recorded without its response text, and only if even that is refused it
-//!   is dropped (logged), its lease then expires and the delivery is attempted again;
+//!   found; that row is recorded without its response text, request and response headers, and
+//!   only if even that is refused it is dropped (logged), its lease then expires and the delivery is attempted again;
 //! - any other failure (e.g. a privilege revoked) retries with backoff, loudly, rather than
 //!   dropping results that could be recorded once it is fixed.
 
@@ -122,6 +122,8 @@ impl Completer {
         let mut bare = c.clone();
         if let Some(record) = &mut bare.record {
             record.response = None;
+            record.request = None;
+            record.response_headers = None;
             record.error = Some(format!(
                 "{} (the attempt's own error and response could not be stored: {e})",
                 record.outcome.label()
@@ -194,6 +196,18 @@ impl Completer {
             .iter()
             .map(|c| c.record.as_ref().map(|r| r.outcome.label()))
             .collect();
+        let requests: Vec<Option<&str>> = batch
+            .iter()
+            .map(|c| c.record.as_ref().and_then(|r| r.request.as_deref()))
+            .collect();
+        let response_headers: Vec<Option<&str>> = batch
+            .iter()
+            .map(|c| {
+                c.record
+                    .as_ref()
+                    .and_then(|r| r.response_headers.as_deref())
+            })
+            .collect();
         let changed = tx
             .query(
                 &complete,
@@ -209,6 +223,8 @@ impl Completer {
                     &durations,
                     &outcomes,
                     &self.shared.owner,
+                    &requests,
+                    &response_headers,
                 ],
             )
             .await?;

@@ -78,6 +78,11 @@ pub(crate) struct AttemptRecord {
     pub error: Option<String>,
     /// The first 4 KiB of the response body.
     pub response: Option<String>,
+    /// The request as sent, as JSON text ([`crate::record`]); `None` when none was made (it
+    /// could not be rendered).
+    pub request: Option<String>,
+    /// The response's headers as JSON text ([`crate::record`]), when there was a response.
+    pub response_headers: Option<String>,
 }
 
 /// One finished attempt, on its way to the completer.
