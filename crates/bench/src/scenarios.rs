@@ -179,7 +179,7 @@ impl Bench<'_> {
         }
     }
 
-    /// A fresh migrated database with no webhook.
+    /// A fresh database with no webhook, migrated by the relay under test.
     async fn empty_db(&self, name: &str) -> anyhow::Result<String> {
         let admin = connect(&self.admin).await?;
         admin
@@ -195,10 +195,12 @@ impl Bench<'_> {
             }
         }
         let url = outbox_core::db::with_database(&self.admin, name);
-        let mut client = connect(&url).await?;
-        outbox_core::migrate(&mut client)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        // Migrated by the relay under test, so `--relay-bin` can compare builds of different
+        // schema versions.
+        run(std::process::Command::new(&self.relay_bin)
+            .arg("migrate")
+            .env("DATABASE_URL", &url))
+        .context("outbox-relay migrate")?;
         Ok(url)
     }
 
