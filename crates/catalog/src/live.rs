@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use deadpool_postgres::Pool;
+use futures_util::TryStreamExt;
 use outbox_core::{Event, WebhookSpec, telemetry};
 use outbox_listener::{Routing, Target};
 use outbox_matcher::{FilterError, Matcher};
@@ -197,15 +198,21 @@ impl Catalog {
             )
             .await?
             .get(0);
-        let rows = snapshot
-            .query(
-                &format!("SELECT {WEBHOOK_COLUMNS} FROM outbox.webhooks ORDER BY id"),
-                &[],
-            )
-            .await?
-            .iter()
-            .map(webhook_row)
-            .collect::<Result<Vec<_>, _>>()?;
+        // Streamed: each row's raw buffer is freed as soon as it is read, so 10,000 webhooks are
+        // never held twice (raw and read) while the old configuration is still live.
+        let statement = snapshot
+            .prepare(&format!(
+                "SELECT {WEBHOOK_COLUMNS} FROM outbox.webhooks ORDER BY id"
+            ))
+            .await?;
+        let stream = snapshot
+            .query_raw(&statement, std::iter::empty::<i32>())
+            .await?;
+        futures_util::pin_mut!(stream);
+        let mut rows = Vec::new();
+        while let Some(row) = stream.try_next().await? {
+            rows.push(webhook_row(&row)?);
+        }
         let relations: HashMap<(String, String), String> = snapshot
             .query("SELECT entity, name, query FROM outbox.relations", &[])
             .await?
