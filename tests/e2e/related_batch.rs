@@ -104,7 +104,7 @@ async fn batched_related_records_equal_what_each_event_gets_alone() {
         .iter()
         .map(|e| Lookup {
             names: match e.id {
-                1 | 2 | 3 | 4 => &batchable,
+                1..=4 => &batchable,
                 6 => &undefined,
                 7 => &everything,
                 _ => &batchable[2..], // order, order_json, twice
