@@ -27,6 +27,21 @@ impl AttemptOutcome {
             AttemptOutcome::Refused => "refused",
         }
     }
+
+    /// The outcome a label stands for; `None` for what the sender does not write (`abandoned`,
+    /// written when a lease runs out).
+    pub fn from_label(label: &str) -> Option<AttemptOutcome> {
+        [
+            AttemptOutcome::Success,
+            AttemptOutcome::HttpError,
+            AttemptOutcome::Timeout,
+            AttemptOutcome::ConnectError,
+            AttemptOutcome::RenderError,
+            AttemptOutcome::Refused,
+        ]
+        .into_iter()
+        .find(|o| o.label() == label)
+    }
 }
 
 /// Delay before the next attempt after `attempts_in_budget` failed attempts (1-based): the
@@ -71,6 +86,22 @@ pub fn retry_after(value: &str, schedule: &[Duration], now: SystemTime) -> Optio
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn labels_read_back_as_their_outcome() {
+        use super::AttemptOutcome;
+        for o in [
+            AttemptOutcome::Success,
+            AttemptOutcome::HttpError,
+            AttemptOutcome::Timeout,
+            AttemptOutcome::ConnectError,
+            AttemptOutcome::RenderError,
+            AttemptOutcome::Refused,
+        ] {
+            assert_eq!(AttemptOutcome::from_label(o.label()), Some(o));
+        }
+        assert_eq!(AttemptOutcome::from_label("abandoned"), None);
+    }
+
     use super::*;
 
     #[test]

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use outbox_core::redact::{is_secret_header, redact_url, redact_urls_in};
-use outbox_sender::record;
+use outbox_sender::{AttemptOutcome, record};
 use serde::Serialize;
 use tokio_postgres::GenericClient;
 
@@ -61,7 +61,11 @@ impl AttemptView {
     pub fn request_kept(&self) -> Result<&SentRequest, NoRequest> {
         match &self.request {
             Some(r) => Ok(r),
-            None if self.outcome == "render_error" => Err(NoRequest::NotMade),
+            None if AttemptOutcome::from_label(&self.outcome)
+                == Some(AttemptOutcome::RenderError) =>
+            {
+                Err(NoRequest::NotMade)
+            }
             None => Err(NoRequest::NotRecorded),
         }
     }
