@@ -119,20 +119,22 @@ pub async fn load_batched(
     let mut groups: BTreeMap<(&str, &String), Group<'_>> = BTreeMap::new();
     for (i, lookup) in lookups.iter().enumerate() {
         let entity = lookup.event.entity.as_str();
-        let undefined = lookup
-            .names
-            .iter()
-            .find(|name| !relations.contains_key(&(entity.to_string(), (*name).clone())));
-        if let Some(name) = undefined {
+        let mut queries = Vec::with_capacity(lookup.names.len());
+        for name in lookup.names {
+            match relations.get(&(entity.to_string(), name.clone())) {
+                Some(query) => queries.push((name, query.as_str())),
+                None => break,
+            }
+        }
+        if queries.len() < lookup.names.len() {
             results.push(Err(RelatedError::Undefined {
                 entity: entity.to_string(),
-                name: name.clone(),
+                name: lookup.names[queries.len()].clone(),
             }));
             continue;
         }
         results.push(Ok(Map::new()));
-        for name in lookup.names {
-            let query = &relations[&(entity.to_string(), name.clone())];
+        for (name, query) in queries {
             groups
                 .entry((entity, name))
                 .or_insert_with(|| Group {
@@ -273,10 +275,7 @@ async fn run_groups(
     lookups: &[Lookup<'_>],
     timeout: Duration,
 ) -> Vec<Ran> {
-    let begin = format!(
-        "BEGIN READ ONLY; SET LOCAL statement_timeout = {}",
-        timeout.as_millis().max(1)
-    );
+    let begin = super::begin_read_only(timeout);
     let statements: Vec<String> = which
         .iter()
         .map(|&g| {

@@ -139,10 +139,7 @@ pub async fn load_many(
                 .collect()
         })
         .collect();
-    let begin = format!(
-        "BEGIN READ ONLY; SET LOCAL statement_timeout = {}",
-        timeout.as_millis().max(1)
-    );
+    let begin = begin_read_only(timeout);
     let datas: Vec<&(dyn ToSql + Sync)> = lookups
         .iter()
         .map(|l| &l.event.data as &(dyn ToSql + Sync))
@@ -201,6 +198,14 @@ pub async fn load_many(
         }
     }
     results
+}
+
+/// Opens the read-only transaction relation queries run in, limited to `timeout`.
+fn begin_read_only(timeout: Duration) -> String {
+    format!(
+        "BEGIN READ ONLY; SET LOCAL statement_timeout = {}",
+        timeout.as_millis().max(1)
+    )
 }
 
 /// What one pipelined statement of [`load_many`] answered.
